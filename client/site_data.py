@@ -1,0 +1,77 @@
+"""Where a site's rows come from.
+
+In deployment a SuperNode is started with ``--node-config 'data-path="..."'``
+and reads only its own file. In simulation one machine plays every site: each
+virtual node takes partition ``partition-id`` of the run's table, split by Flower
+Datasets. Either way the rows are validated against the federation's public
+schema before anything is trained on them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from fedsynth.errors import DataError
+from simulations.partitioning import parse_partition, partition_table
+from tabular.codec import TableCodec
+from tabular.loading import load_table
+from tabular.schema import Schema, load_yaml, parse_schema
+from tabular.table import read_table
+
+MIN_SITE_ROWS = 10
+
+
+@dataclass(frozen=True)
+class SiteData:
+    name: str
+    frame: pd.DataFrame
+    encoded: torch.Tensor
+
+
+@functools.lru_cache(maxsize=8)
+def _simulated_sites(
+    data: str, schema_text: str, partition: str, clients: int, seed: int
+) -> tuple[tuple[str, pd.DataFrame], ...]:
+    # Cached per process: Flower's simulation reuses worker processes across rounds,
+    # so each worker reads and splits the table once.
+    schema = schema_from_text(schema_text)
+    table = load_table(data, schema)
+    return tuple(partition_table(table, parse_partition(partition, schema), clients, seed))
+
+
+@functools.lru_cache(maxsize=8)
+def schema_from_text(text: str) -> Schema:
+    """The federation's schema as the server sent it."""
+    return parse_schema(load_yaml(text), source="federation schema")
+
+
+def load_site(node_config: dict[str, Any], run_config: dict[str, Any], schema_text: str) -> SiteData:
+    """This node's validated, encoded rows."""
+    schema = schema_from_text(schema_text)
+    if "data-path" in node_config:
+        path = str(node_config["data-path"])
+        frame = read_table(path, schema)
+        name = str(node_config.get("site", path))
+    elif "partition-id" in node_config:
+        sites = _simulated_sites(
+            str(run_config["data"]),
+            schema_text,
+            str(run_config["partition"]),
+            int(run_config["clients"]),
+            int(run_config["seed"]),
+        )
+        pid = int(node_config["partition-id"])
+        if pid >= len(sites):
+            raise DataError(f"partition {pid} does not exist: the split gives {len(sites)} sites")
+        name, frame = sites[pid]
+    else:
+        raise DataError("node config has neither 'data-path' (deployment) nor 'partition-id' (simulation)")
+    if len(frame) < MIN_SITE_ROWS:
+        raise DataError(f"site {name}: only {len(frame)} rows; at least {MIN_SITE_ROWS} are needed to train")
+    encoded = torch.from_numpy(TableCodec(schema).encode(frame))
+    return SiteData(name=name, frame=frame, encoded=encoded)

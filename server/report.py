@@ -1,0 +1,108 @@
+"""``report.json``: the run's contract with the tools that read it.
+
+The privacy section states, per site, the ε that Opacus's accountant computed
+for what the site actually spent, with the δ, noise, sampling rate and steps
+behind it, and what the coordinator learns without DP (row counts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from fedsynth import __version__
+from fedsynth.config import RunConfig
+from strategies.gan_fedavg import RoundLog
+
+SITE_FIELDS = {
+    "epsilon": "epsilon",
+    "delta": "delta",
+    "steps": "steps",
+    "max-steps": "max_steps",
+    "noise-multiplier": "noise_multiplier",
+    "sample-rate": "sample_rate",
+    "num-examples": "num_examples",
+    "budget-exhausted": "budget_exhausted",
+}
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and Inf become null; numpy scalars become plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def privacy_section(config: RunConfig, site_metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    sites = {}
+    for name, metrics in sorted(site_metrics.items()):
+        site = {out: metrics[key] for key, out in SITE_FIELDS.items() if key in metrics}
+        site["budget_exhausted"] = bool(site.get("budget_exhausted", 0))
+        site["max_grad_norm"] = config.max_grad_norm
+        sites[name] = site
+    epsilons = [s["epsilon"] for s in sites.values() if "epsilon" in s]
+    return {
+        "unit": "record",
+        "neighbouring": "add or remove one row at one site (Poisson sampling, per-site accountant)",
+        "mechanism": "DP-SGD on the discriminator (Opacus, ghost clipping); the generator is post-processing",
+        "delta": config.delta,
+        "epsilon_target": config.epsilon,
+        "accountant": config.accountant,
+        "max_grad_norm": config.max_grad_norm,
+        "sites": sites,
+        "epsilon_max": max(epsilons) if epsilons else 0.0,
+        "disclosed_without_dp": ["each site's row count (the FedAvg weight)"],
+    }
+
+
+def rounds_section(history: list[RoundLog], round_seconds: list[float]) -> list[dict[str, Any]]:
+    out = []
+    for entry, seconds in zip(history, round_seconds, strict=False):
+        out.append(
+            {
+                "round": entry.round,
+                "seconds": seconds,
+                "aggregated": entry.aggregated,
+                "idle": entry.idle,
+                "rejected": entry.rejected,
+                "failed": entry.failed,
+                "sites": entry.sites,
+            }
+        )
+    return out
+
+
+def build_report(
+    config: RunConfig,
+    site_metrics: dict[str, dict[str, Any]],
+    history: list[RoundLog],
+    timings: dict[str, Any],
+    outputs: dict[str, Any],
+) -> dict[str, Any]:
+    return json_safe(
+        {
+            "fedsynth_version": __version__,
+            "privacy": privacy_section(config, site_metrics),
+            "rounds_completed": len(history),
+            "rounds": rounds_section(history, timings.get("rounds_seconds", [])),
+            "config": config.to_mapping(),
+            "timings": timings,
+            "outputs": outputs,
+        }
+    )
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)

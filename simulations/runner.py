@@ -1,0 +1,170 @@
+"""Run the Flower app in Flower's simulation runtime, exactly as ``flwr run .`` does.
+
+``fedsynth simulate`` is a thin, careful wrapper around ``flwr run``:
+
+- a private ``FLWR_HOME`` and a free port, so the detached local SuperLink that
+  ``flwr run`` starts is ours alone (two SuperLinks on one port would share runs);
+- the full run configuration passed as a TOML file, so the ServerApp and every
+  ClientApp see the same validated values;
+- a neutral working directory, so simulation workers import the app from the
+  installed FAB and not from whatever folder the user stands in;
+- no runtime dependency installation (this machine is offline);
+- and, whatever happens, the SuperLink and its SuperExec are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from fedsynth.config import RunConfig
+
+APP_DIR = Path(__file__).resolve().parent.parent
+PROGRESS_MARK = "fedsynth:"
+
+
+@dataclass
+class SimulationResult:
+    returncode: int
+    seconds: float
+    errors: list[str]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def flower_env(flwr_home: Path, port: int) -> dict[str, str]:
+    """Environment for ``flwr``: the SuperLink it starts inherits all of it."""
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.update(
+        {
+            "FLWR_HOME": str(flwr_home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "PYTHONWARNINGS": "ignore",
+            "RAY_DEDUP_LOGS": "0",
+        }
+    )
+    return env
+
+
+def write_flower_home(flwr_home: Path) -> None:
+    """A local simulation connection, state kept in memory."""
+    (flwr_home / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local-in-memory:"\n', encoding="utf-8"
+    )
+
+
+def processes_matching(*needles: str) -> list[int]:
+    """PIDs whose command line contains every needle (read from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(n in cmdline for n in needles):
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_processes(pids: list[int], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still alive after ``grace`` seconds."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + grace
+    alive = list(pids)
+    while alive and time.time() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if _alive(pid)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def stop_local_superlink(flwr_home: Path, port: int) -> None:
+    """Stop the detached SuperLink ``flwr run`` left behind, and its SuperExec."""
+    superlinks = processes_matching("flower-superlink", str(port))
+    children = [pid for sl in superlinks for pid in processes_matching("flower-superexec", f"--parent-pid {sl}")]
+    # Anything else started from our private FLWR_HOME (simulation, Ray) goes too.
+    stop_processes(superlinks + children)
+
+
+def run_simulation(
+    config: RunConfig,
+    num_sites: int,
+    echo: Callable[[str], None] = print,
+    verbose: bool = False,
+    app_dir: Path = APP_DIR,
+) -> SimulationResult:
+    """Run the app with ``num_sites`` virtual SuperNodes; returns after every process is stopped."""
+    flwr_home = Path(tempfile.mkdtemp(prefix="fedsynth-flwr-"))
+    port = free_port()
+    started = time.time()
+    errors: list[str] = []
+    try:
+        write_flower_home(flwr_home)
+        run_config = flwr_home / "run-config.toml"
+        run_config.write_text(tomli_w.dumps(config.to_mapping()), encoding="utf-8")
+        cpus = 1
+        command = [
+            "flwr", "run", str(app_dir), "local",
+            "--run-config", str(run_config),
+            "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus={cpus}",
+            "--stream",
+        ]  # fmt: skip
+        env = flower_env(flwr_home, port)
+        with subprocess.Popen(
+            command, cwd=flwr_home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            previous = ""
+            for line in proc.stdout:
+                line = line.rstrip()
+                if line == previous:  # the streamed log repeats some lines verbatim
+                    continue
+                previous = line
+                if PROGRESS_MARK in line:
+                    text = line[line.index(PROGRESS_MARK) + len(PROGRESS_MARK) :].strip()
+                    if "ERROR" in line:
+                        errors.append(text)
+                    echo(text)
+                elif verbose:
+                    echo(line)
+                elif "ERROR" in line or "Traceback" in line:
+                    errors.append(line)
+            proc.wait()
+        return SimulationResult(proc.returncode, time.time() - started, errors)
+    finally:
+        stop_local_superlink(flwr_home, port)
+        shutil.rmtree(flwr_home, ignore_errors=True)

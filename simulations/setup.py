@@ -1,0 +1,48 @@
+"""Checks before a simulated federation starts, so that mistakes surface as one line.
+
+The simulation plays every site on one machine, so it may read the whole table
+up front: it validates it against the schema, splits it as the sites will, and
+refuses a split that leaves a site too small to train, before any Flower
+process is started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from client.site_data import MIN_SITE_ROWS
+from fedsynth.config import RunConfig
+from fedsynth.errors import DataError
+from simulations.partitioning import num_sites, parse_partition, partition_table
+from tabular.datasets import resolve_schema_path
+from tabular.loading import load_table
+from tabular.schema import load_schema
+
+
+@dataclass(frozen=True)
+class SimulationPlan:
+    config: RunConfig
+    num_sites: int
+    site_rows: dict[str, int]
+
+
+def prepare_simulation(config: RunConfig, echo: Callable[[str], None] = print) -> SimulationPlan:
+    """Validate schema, data and split; return the config the federation will run with."""
+    schema = load_schema(resolve_schema_path(config.data, config.schema))
+    table = load_table(config.data, schema)
+    spec = parse_partition(config.partition, schema)
+    count = num_sites(spec, table, config.clients)
+    sites = partition_table(table, spec, count, config.seed)
+    site_rows = {name: len(frame) for name, frame in sites}
+    small = {name: n for name, n in site_rows.items() if n < MIN_SITE_ROWS}
+    if small:
+        listed = ", ".join(f"{name} ({n} rows)" for name, n in small.items())
+        raise DataError(f"{config.data}: partition '{spec.describe()}' leaves sites too small to train: {listed}")
+    echo(f"Data: {config.data}, {len(table)} rows, {len(schema.columns)} columns; "
+         f"split {spec.describe()} into {count} sites: "
+         + ", ".join(f"{name} {n}" for name, n in site_rows.items()))  # fmt: skip
+    # Every site must take part in every round: the strategy waits for all of them.
+    resolved = dataclasses.replace(config, min_sites=count, clients=count if spec.kind != "column" else 0)
+    return SimulationPlan(config=resolved, num_sites=count, site_rows=site_rows)
