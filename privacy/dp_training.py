@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,13 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.budget import SiteBudget
+
+# Benign and expected with ghost clipping: its first backward pass differentiates
+# with respect to module outputs only.
+warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+# Noise is drawn from torch's generator, seeded per site and round for reproducible
+# research runs; the README says how a production deployment should differ.
+warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
 
 
 def sample_rate_for(num_rows: int, batch_size: int) -> float:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -98,13 +99,15 @@ def stop_processes(pids: list[int], grace: float = 5.0) -> None:
     alive = list(pids)
     while alive and time.time() < deadline:
         time.sleep(0.1)
-        alive = [pid for pid in alive if _alive(pid)]
+        reap_children()
+        alive = [pid for pid in alive if is_alive(pid)]
     for pid in alive:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    reap_children()
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except OSError:
@@ -112,12 +115,51 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """Every live process below ``roots`` in the process tree."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = _parent_of(int(entry.name))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], list(roots)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (Linux), so the detached SuperLink is reaped by us, not left a zombie."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def reap_children() -> None:
+    """Collect the exit status of any child that has ended."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
 def stop_local_superlink(flwr_home: Path, port: int) -> None:
-    """Stop the detached SuperLink ``flwr run`` left behind, and its SuperExec."""
+    """Stop the detached SuperLink ``flwr run`` left behind, its SuperExec and their children."""
     superlinks = processes_matching("flower-superlink", str(port))
-    children = [pid for sl in superlinks for pid in processes_matching("flower-superexec", f"--parent-pid {sl}")]
-    # Anything else started from our private FLWR_HOME (simulation, Ray) goes too.
-    stop_processes(superlinks + children)
+    superexecs = [pid for sl in superlinks for pid in processes_matching("flower-superexec", f"--parent-pid {sl}")]
+    roots = superlinks + superexecs
+    # Children first are found now: once a parent dies they are re-parented and lost from view.
+    stop_processes(roots + [pid for pid in descendants(roots) if pid not in roots])
+    reap_children()
 
 
 def run_simulation(
@@ -130,6 +172,7 @@ def run_simulation(
     """Run the app with ``num_sites`` virtual SuperNodes; returns after every process is stopped."""
     flwr_home = Path(tempfile.mkdtemp(prefix="fedsynth-flwr-"))
     port = free_port()
+    become_subreaper()
     started = time.time()
     errors: list[str] = []
     try:

@@ -1,0 +1,68 @@
+"""A site's budget: planned up front, cumulative across rounds, never exceeded."""
+
+from __future__ import annotations
+
+import torch
+
+from client.task import train_round
+from fedsynth.config import RunConfig
+from models.gan import GanShape, build_gan
+from privacy.budget import SiteBudget, epsilon_of
+from privacy.dp_training import sample_rate_for
+from tabular.codec import TableCodec
+
+
+def test_plan_gives_the_largest_step_count_under_epsilon():
+    budget = SiteBudget.plan(epsilon=1.0, delta=1e-5, sample_rate=0.05, planned_steps=60, accountant="rdp")
+    at_max = epsilon_of([(budget.noise_multiplier, 0.05, budget.max_steps)], 1e-5, "rdp")
+    beyond = epsilon_of([(budget.noise_multiplier, 0.05, budget.max_steps + 1)], 1e-5, "rdp")
+    assert budget.max_steps >= 60
+    assert at_max <= 1.0 < beyond
+
+
+def test_state_round_trip_keeps_history():
+    budget = SiteBudget(2.0, 1e-5, "prv", 1.3, 0.02, 500, history=[(1.3, 0.02, 40)])
+    again = SiteBudget.from_state(budget.to_state())
+    assert again == budget
+    assert again.steps == 40
+
+
+def _site(small_schema, small_table):
+    codec = TableCodec(small_schema)
+    config = RunConfig(local_steps=6, batch_size=64, rounds=3, noise_dim=8, generator_hidden=16,
+                       discriminator_hidden=16, accountant="rdp", epsilon=3.0)  # fmt: skip
+    real = torch.from_numpy(codec.encode(small_table))
+    return codec, config, real
+
+
+def test_spending_is_cumulative_across_rounds(small_schema, small_table):
+    codec, config, real = _site(small_schema, small_table)
+    rate = sample_rate_for(len(real), config.batch_size)
+    budget = SiteBudget.plan(config.epsilon, config.delta, rate, planned_steps=18, accountant="rdp")
+    spent = []
+    for _ in range(3):
+        # Each round rebuilds networks and the PrivacyEngine, as a ClientApp does, and
+        # carries only the saved state from one round to the next.
+        gen, disc = build_gan(codec, GanShape.for_run(config, codec.dim), seed=1)
+        outcome = train_round(gen, disc, real, budget, config)
+        budget = SiteBudget.from_state(outcome.budget.to_state())
+        spent.append(budget.spent)
+    assert budget.steps == 18
+    assert spent[0] < spent[1] < spent[2]
+    assert abs(spent[2] - epsilon_of([(budget.noise_multiplier, rate, 18)], config.delta, "rdp")) < 1e-9
+
+
+def test_site_refuses_steps_beyond_its_budget(small_schema, small_table):
+    codec, config, real = _site(small_schema, small_table)
+    rate = sample_rate_for(len(real), config.batch_size)
+    budget = SiteBudget.plan(config.epsilon, config.delta, rate, planned_steps=10, accountant="rdp")
+    budget.max_steps = 10  # as if the run asked for more rounds than it planned for
+    trained = []
+    for _ in range(3):
+        gen, disc = build_gan(codec, GanShape.for_run(config, codec.dim), seed=1)
+        outcome = train_round(gen, disc, real, budget, config)
+        trained.append(outcome.trained_steps)
+        budget = outcome.budget
+    assert trained == [6, 4, 0]
+    assert outcome.budget_exhausted
+    assert budget.spent <= config.epsilon
