@@ -194,11 +194,11 @@ def run_simulation(
             previous = ""
             for line in proc.stdout:
                 line = line.rstrip()
-                if line == previous:  # the streamed log repeats some lines verbatim
-                    continue
-                previous = line
                 if PROGRESS_MARK in line:
                     text = line[line.index(PROGRESS_MARK) + len(PROGRESS_MARK) :].strip()
+                    if text == previous:  # the streamed log carries each ServerApp line twice
+                        continue
+                    previous = text
                     if "ERROR" in line:
                         errors.append(text)
                     echo(text)
