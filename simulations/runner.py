@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from pathlib import Path
 import tomli_w
 
 from fedsynth.config import RunConfig
+from fedsynth.errors import UserError
 
 APP_DIR = Path(__file__).resolve().parent.parent
 PROGRESS_MARK = "fedsynth:"
@@ -162,6 +166,44 @@ def stop_local_superlink(flwr_home: Path, port: int) -> None:
     reap_children()
 
 
+LOCK_FILE = ".fedsynth-run.lock"
+SERVER_APP_GRACE_SECONDS = 10  # a finished ServerApp's log stream closes well within this
+
+
+def claim_output_folder(out: Path, port: int) -> None:
+    """Mark ``out`` as in use; stop what an earlier, killed run left running there.
+
+    If ``fedsynth simulate`` itself was killed, its detached SuperLink (and the
+    ServerApp under it) may still be running and writing into ``out``. A new run
+    in the same folder stops them first, by the PIDs and port the lock recorded.
+    """
+    lock = out / LOCK_FILE
+    if lock.exists():
+        try:
+            held = json.loads(lock.read_text(encoding="utf-8"))
+        except ValueError:
+            held = {}
+        owner = int(held.get("pid", 0))
+        if owner and owner != os.getpid() and is_alive(owner):
+            raise UserError(f"{out}: in use by a running fedsynth (pid {owner}); stop it or choose another --out")
+        if held.get("port"):
+            stop_local_superlink(Path(held.get("flwr_home", "")), int(held["port"]))
+    out.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"pid": os.getpid(), "port": port}), encoding="utf-8")
+
+
+def release_output_folder(out: Path) -> None:
+    with contextlib.suppress(OSError):
+        (out / LOCK_FILE).unlink()
+
+
+def _server_app_pids(port: int) -> list[int]:
+    """Live ServerApp (``flwr-simulation``) processes under our SuperLink."""
+    simulations = set(processes_matching("flwr-simulation"))
+    below = descendants(processes_matching("flower-superlink", str(port)))
+    return [pid for pid in below if pid in simulations and is_alive(pid)]
+
+
 def run_simulation(
     config: RunConfig,
     num_sites: int,
@@ -169,45 +211,86 @@ def run_simulation(
     verbose: bool = False,
     app_dir: Path = APP_DIR,
 ) -> SimulationResult:
-    """Run the app with ``num_sites`` virtual SuperNodes; returns after every process is stopped."""
+    """Run the app with ``num_sites`` virtual SuperNodes; returns after every process is stopped.
+
+    A watchdog notices when the ServerApp process dies (killed, out of memory):
+    Flower's log stream would otherwise wait for it forever.
+    """
     flwr_home = Path(tempfile.mkdtemp(prefix="fedsynth-flwr-"))
     port = free_port()
+    out = Path(config.out)
     become_subreaper()
+    claim_output_folder(out, port)
     started = time.time()
     errors: list[str] = []
     try:
         write_flower_home(flwr_home)
         run_config = flwr_home / "run-config.toml"
         run_config.write_text(tomli_w.dumps(config.to_mapping()), encoding="utf-8")
-        cpus = 1
         command = [
             "flwr", "run", str(app_dir), "local",
             "--run-config", str(run_config),
-            "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus={cpus}",
+            "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus=1",
             "--stream",
         ]  # fmt: skip
         env = flower_env(flwr_home, port)
         with subprocess.Popen(
             command, cwd=flwr_home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         ) as proc:
-            assert proc.stdout is not None
-            previous = ""
-            for line in proc.stdout:
-                line = line.rstrip()
-                if PROGRESS_MARK in line:
-                    text = line[line.index(PROGRESS_MARK) + len(PROGRESS_MARK) :].strip()
-                    if text == previous:  # the streamed log carries each ServerApp line twice
-                        continue
-                    previous = text
-                    if "ERROR" in line:
-                        errors.append(text)
-                    echo(text)
-                elif verbose:
-                    echo(line)
-                elif "ERROR" in line or "Traceback" in line:
-                    errors.append(line)
-            proc.wait()
+            lines: queue.Queue[str | None] = queue.Queue()
+            threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
+            _follow(proc, lines, port, echo, verbose, errors)
         return SimulationResult(proc.returncode, time.time() - started, errors)
     finally:
         stop_local_superlink(flwr_home, port)
+        release_output_folder(out)
         shutil.rmtree(flwr_home, ignore_errors=True)
+
+
+def _pump(proc: subprocess.Popen, lines: queue.Queue) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.put(line.rstrip())
+    lines.put(None)
+
+
+def _follow(
+    proc: subprocess.Popen,
+    lines: queue.Queue,
+    port: int,
+    echo: Callable[[str], None],
+    verbose: bool,
+    errors: list[str],
+) -> None:
+    """Echo progress lines; stop the run if its ServerApp process has died."""
+    previous, seen, dead_checks, last_check = "", False, 0, 0.0
+    while True:
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            proc.wait()
+            return
+        if PROGRESS_MARK in line:
+            text = line[line.index(PROGRESS_MARK) + len(PROGRESS_MARK) :].strip()
+            if text != previous:  # the streamed log carries each ServerApp line twice
+                previous = text
+                if "ERROR" in line:
+                    errors.append(text)
+                echo(text)
+        elif line and verbose:
+            echo(line)
+        elif "ERROR" in line or "Traceback" in line:
+            errors.append(line)
+        if time.time() - last_check >= 1.0:
+            last_check = time.time()
+            if _server_app_pids(port):
+                seen, dead_checks = True, 0
+            elif seen:
+                dead_checks += 1
+            if dead_checks >= SERVER_APP_GRACE_SECONDS:
+                errors.append("the ServerApp process ended unexpectedly; continue with --resume")
+                proc.terminate()
+                proc.wait()
+                return

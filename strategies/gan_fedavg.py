@@ -15,22 +15,29 @@ networks are averaged each round. What it adds to Flower's ``FedAvg``:
 
 from __future__ import annotations
 
-import math
+import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.supercore import log
 
+from fedsynth.errors import UserError
+
 SITE_RECORD = "site"
 WEIGHT_KEY = "num-examples"
 TRAINED_KEY = "trained-steps"
+
+
+class SitesUnavailableError(UserError):
+    """Too few sites connected for a round to start."""
 
 
 @dataclass
@@ -43,6 +50,7 @@ class RoundLog:
     rejected: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     idle: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # sampled, but no reply before the timeout
 
 
 def site_name(msg: Message) -> str:
@@ -82,18 +90,38 @@ def check_reply(msg: Message, reference: ArrayRecord) -> str | None:
 class GanFedAvg(FedAvg):
     """Weighted FedAvg of the packed G+D record with per-reply checks and a round log."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, connect_timeout: float = 600.0, **kwargs: Any) -> None:
         kwargs.setdefault("fraction_evaluate", 0.0)
         kwargs.setdefault("weighted_by_key", WEIGHT_KEY)
         super().__init__(**kwargs)
+        self.connect_timeout = connect_timeout
         self.history: list[RoundLog] = []
+        self.node_names: dict[int, str] = {}
         self._global: ArrayRecord | None = None
+        self._sampled: list[int] = []
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        """Send the global model to every connected site, after waiting (bounded) for enough of them.
+
+        Flower's own sampling waits for ``min_available_nodes`` forever; here the wait
+        ends after ``connect_timeout`` seconds with a clear error instead.
+        """
         self._global = arrays
-        return super().configure_train(server_round, arrays, config, grid)
+        deadline = time.monotonic() + self.connect_timeout
+        while len(nodes := list(grid.get_node_ids())) < self.min_available_nodes:
+            if time.monotonic() > deadline:
+                raise SitesUnavailableError(
+                    f"round {server_round}: only {len(nodes)} site(s) connected, "
+                    f"{self.min_available_nodes} needed (min-sites) within {self.connect_timeout:g}s"
+                )
+            time.sleep(0.5)
+        count = max(int(len(nodes) * self.fraction_train), min(self.min_train_nodes, len(nodes)))
+        self._sampled = sorted(random.sample(nodes, count))
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, self._sampled, MessageType.TRAIN)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -101,8 +129,12 @@ class GanFedAvg(FedAvg):
         entry = RoundLog(round=server_round)
         self.history.append(entry)
         usable = []
+        replies = list(replies)
+        answered = {msg.metadata.src_node_id for msg in replies}
+        entry.missing = [self.node_names.get(n, f"node-{n}") for n in self._sampled if n not in answered]
         for msg in replies:
             name = site_name(msg)
+            self.node_names[msg.metadata.src_node_id] = name
             if msg.has_error():
                 entry.failed[name] = msg.error.reason
                 log(WARNING, "round %d: site %s failed: %s", server_round, name, msg.error.reason)
@@ -135,8 +167,3 @@ class GanFedAvg(FedAvg):
         for entry in self.history:
             latest.update(entry.sites)
         return latest
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON-safe number for reports."""
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None

@@ -46,6 +46,16 @@ _SchemaLoader.yaml_implicit_resolvers = {
 _SchemaLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+# YAML 1.2 also reads ``2e6`` as a number; PyYAML only knows ``2.0e+6``.
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_SchemaLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789"))
+
+
+class _SchemaDumper(yaml.SafeDumper):
+    """Quotes strings such as ``'1e3'`` that the loader above would read as numbers."""
+
+
+_SchemaDumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789"))
 
 
 def load_yaml(text: str) -> Any:
@@ -212,9 +222,8 @@ def dump_schema_text(schema: Schema, header: str = "") -> str:
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     lines.append("columns:")
     for col in schema.columns:
-        lines.append(
-            "  - " + yaml.safe_dump(col.to_dict(), default_flow_style=True, sort_keys=False, width=10_000).strip()
-        )
+        flow = yaml.dump(col.to_dict(), Dumper=_SchemaDumper, default_flow_style=True, sort_keys=False, width=10_000)
+        lines.append("  - " + flow.strip())
     return "\n".join(lines) + "\n"
 
 

@@ -32,6 +32,9 @@ def read_table(path: str | Path, schema: Schema) -> pd.DataFrame:
             frame = pd.read_parquet(path)
         elif suffix in (".csv", ".txt", ""):
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+            if not isinstance(frame.index, pd.RangeIndex):
+                # pandas silently turns one surplus field per row into an index.
+                raise DataError(f"{path}: malformed CSV (rows have more fields than the header)")
         else:
             raise DataError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
     except DataError:

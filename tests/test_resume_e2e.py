@@ -1,0 +1,85 @@
+"""Crash and resume: the ServerApp process is killed with SIGKILL mid-run.
+
+The run must stop with a clear message, and ``--resume`` must continue from the
+last checkpoint with every site's ε continuing from its recorded value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simulations.runner import is_alive, processes_matching
+
+pytestmark = pytest.mark.e2e
+FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
+ROUNDS = 5
+
+
+def read_state(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "checkpoints" / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def site_epsilons(state: dict) -> dict[str, float]:
+    from privacy.budget import SiteBudget
+
+    return {name: SiteBudget.from_state(entry).spent for name, entry in state["ledgers"].items()}
+
+
+def test_kill_the_server_app_then_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["--rounds", str(ROUNDS), "--local-steps", "20", "--out", str(out), "--set", "batch-size=128"]
+    first = subprocess.Popen([FEDSYNTH, "simulate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        state = read_state(out)
+        if state and state["completed_round"] >= 2:
+            break
+        time.sleep(0.2)
+    else:
+        first.kill()
+        pytest.fail("the first run never completed two rounds")
+    killed = [pid for pid in processes_matching("flwr-simulation") if is_alive(pid)]
+    assert killed, "no ServerApp process to kill"
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    stdout, stderr = first.communicate(timeout=120)
+    assert first.returncode == 2, stdout + stderr
+    assert "ended unexpectedly" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+
+    before = read_state(out)
+    crashed_at = before["completed_round"]
+    assert 2 <= crashed_at < ROUNDS
+    eps_before = site_epsilons(before)
+    assert all(e > 0 for e in eps_before.values())
+
+    second = subprocess.run([FEDSYNTH, "simulate", "--resume", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert second.returncode == 0, second.stdout + second.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["rounds_completed"] == ROUNDS
+    assert report["timings"]["resumed_after_rounds"] == [crashed_at]
+    assert len(report["timings"]["rounds_seconds"]) == ROUNDS
+    after = {name: site["epsilon"] for name, site in report["privacy"]["sites"].items()}
+    assert after.keys() == eps_before.keys()
+    for name, eps in after.items():
+        assert eps > eps_before[name], f"{name}: ε went from {eps_before[name]} to {eps} (reset?)"
+        assert eps <= report["privacy"]["epsilon_target"]
+    # The steps continue too: a reset would restart the count at the resumed rounds only.
+    steps_per_round = 20
+    assert all(site["steps"] == ROUNDS * steps_per_round for site in report["privacy"]["sites"].values())
+    # Validator-free outputs are the same in form as an uninterrupted run's.
+    assert (out / "synthetic.csv").is_file() and (out / "checkpoints" / "final.pt").is_file()
+    assert len(list((out / "checkpoints").glob("round-*.pt"))) == ROUNDS
+    assert not [pid for pid in processes_matching("flwr-simulation") if is_alive(pid)]
