@@ -34,6 +34,7 @@ from server.checkpoints import load_checkpoint, save_checkpoint
 from server.report import build_report, write_json
 from server.run_state import RunState
 from server.sampling import sample_table
+from strategies.factory import build_strategy
 from strategies.gan_fedavg import GanFedAvg, site_name
 from tabular.codec import TableCodec
 from tabular.datasets import resolve_schema_path
@@ -105,9 +106,7 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
     arrays, state = _start(fed)
     if not config.resume:
         write_json(fed.out / CONFIG_FILE, config.to_mapping())
-    strategy = GanFedAvg(
-        connect_timeout=config.round_timeout, min_available_nodes=config.min_sites, min_train_nodes=config.min_sites
-    )
+    strategy = build_strategy(config)
     strategy.history = list(state.history)
     schema_text = dump_schema_text(fed.schema)
     failed_in_a_row = 0
