@@ -1,0 +1,148 @@
+"""The release gate: copies withhold the table, small cells and forbidden columns and values are handled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabular.schema import parse_schema
+from validator.policy import parse_policy
+from validator.release import apply_release_rules, prepare_release
+from validator.site_checks import release_counts
+from validator.sovereignty import epsilon_caps_rule, participation_rule, release_section, sovereignty_section
+
+SCHEMA = parse_schema(
+    {
+        "columns": [
+            {"name": "age", "type": "integer", "min": 0, "max": 100},
+            {"name": "income", "type": "continuous", "min": 0, "max": 200000, "transform": "log"},
+            {"name": "region", "type": "categorical", "categories": ["north", "south", "east"]},
+            {"name": "smoker", "type": "boolean"},
+        ]
+    },
+    source="release.yaml",
+)
+
+
+def policy(**release) -> object:
+    raw = {"allowed_jurisdictions": ["j1", "j2"], "epsilon_caps": {"j2": 0.5}, "release": release}
+    return parse_policy(raw, source="test-policy.yaml")
+
+
+def cells(counts: dict[tuple[str, str], int], seed: int = 0) -> pd.DataFrame:
+    """A synthetic table with the given number of rows per (region, smoker) combination."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for (region, smoker), n in counts.items():
+        parts.append(
+            pd.DataFrame(
+                {
+                    "age": rng.integers(18, 90, n).astype(float),
+                    "income": rng.uniform(1000, 90000, n),
+                    "region": [region] * n,
+                    "smoker": [smoker] * n,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+SMALL = {("north", "false"): 10, ("south", "true"): 3, ("east", "false"): 6, ("east", "true"): 1}
+QI = {"quasi_identifiers": ["region", "smoker"], "k": 5}
+
+
+def test_small_cells_are_suppressed_until_every_combination_occurs_k_times():
+    table = cells(SMALL)
+    released, figures = prepare_release(table, policy(small_cells={**QI, "action": "suppress"}), SCHEMA)
+    sizes = released.groupby(["region", "smoker"]).size()
+    assert sizes.min() >= 5
+    assert sizes.to_dict() == {("east", "false"): 6, ("north", "false"): 10}
+    assert figures["small_cells"] == {
+        "small_cells_found": 2,
+        "rows_in_small_cells": 4,
+        "rows_generalised": 0,
+        "rows_suppressed": 4,
+    }
+
+
+def test_generalising_replaces_rare_values_by_a_star():
+    table = cells({("north", "false"): 10, ("south", "true"): 3, ("east", "true"): 3, ("east", "false"): 1})
+    rule = {**QI, "action": "generalise"}
+    decision = apply_release_rules(table, policy(no_copies=False, small_cells=rule), SCHEMA, site_counts={})
+    released = decision.table
+    assert released.groupby(["region", "smoker"]).size().min() >= 5
+    assert (released["region"] == "*").sum() == 6  # south/true and east/true merged into */true
+    assert len(released) == 16  # the lone east/false row could not reach k even as */*: removed
+    assert decision.approved
+    figures = decision.rules["small_cells"]
+    assert (figures["rows_generalised"], figures["rows_suppressed"], figures["smallest_cell"]) == (6, 1, 6)
+
+
+def test_a_copy_of_a_real_row_withholds_the_release():
+    rules = policy(no_copies=True, min_distance=0.01, forbidden_columns=["income"])
+    synthetic = cells({("north", "false"): 30, ("south", "true"): 30})
+    released, _ = prepare_release(synthetic, rules, SCHEMA)
+    real_a = cells({("north", "false"): 40}, seed=5)
+    real_b = pd.concat([cells({("south", "true"): 40}, seed=6), synthetic.iloc[[0, 1]]], ignore_index=True)
+    counts = {site: release_counts(released, real, SCHEMA, 0.01) for site, real in (("a", real_a), ("b", real_b))}
+    assert counts["b"]["copies"] >= 2 and counts["b"]["columns_compared"] == ["age", "region", "smoker"]
+    decision = apply_release_rules(synthetic, rules, SCHEMA, counts)
+    assert not decision.approved
+    assert decision.rules["no_copies"]["passed"] is False
+    assert decision.rules["no_copies"]["by_site"]["b"] == counts["b"]["copies"]
+    total = decision.rules["no_copies"]["total"]
+    assert any(r.startswith(f"no_copies: {total} synthetic row(s) identical to") for r in decision.reasons)
+    assert release_section(decision, "released.csv")["file"] is None
+
+    clean = {site: {**c, "copies": 0, "closer_than_threshold": 0} for site, c in counts.items()}
+    assert apply_release_rules(synthetic, rules, SCHEMA, clean).approved
+
+
+def test_counts_missing_or_computed_on_another_table_withhold_the_release():
+    rules = policy(no_copies=True, forbidden_columns=["income"])
+    synthetic = cells({("north", "false"): 30})
+    released, _ = prepare_release(synthetic, rules, SCHEMA)
+    good = release_counts(released, cells({("south", "true"): 10}, seed=3), SCHEMA, 0.0)
+    assert apply_release_rules(synthetic, rules, SCHEMA, {"a": good}).approved
+    missing = apply_release_rules(synthetic, rules, SCHEMA, {"a": good}, expected_sites=["a", "b"])
+    assert not missing.approved and missing.rules["no_copies"]["missing_sites"] == ["b"]
+    stale = release_counts(synthetic, cells({("south", "true"): 10}, seed=3), SCHEMA, 0.0)  # income not dropped
+    decision = apply_release_rules(synthetic, rules, SCHEMA, {"a": stale})
+    assert not decision.approved and "checked a different table" in decision.reasons[0]
+    assert not apply_release_rules(synthetic, rules, SCHEMA, {}).approved
+
+
+def test_forbidden_columns_are_dropped_and_forbidden_values_removed():
+    rules = policy(no_copies=False, forbidden_columns=["income"], forbidden_values={"region": ["south"]})
+    decision = apply_release_rules(cells(SMALL), rules, SCHEMA, site_counts={})
+    assert decision.approved
+    assert list(decision.table.columns) == ["age", "region", "smoker"]
+    assert "south" not in set(decision.table["region"])
+    assert decision.rules["forbidden_columns"] == {
+        "required": True, "passed": True, "forbidden": ["income"], "dropped": ["income"], "present": [],
+    }  # fmt: skip
+    assert decision.rules["forbidden_values"]["rows_removed"] == 3
+
+
+def test_sovereignty_rules_gate_the_release_and_are_reported():
+    rules = policy(no_copies=False)
+    declared = {"site-1": "j1", "site-2": "j2", "site-3": "elsewhere"}
+    participation = participation_rule(rules, declared, contributed=["site-1", "site-2"])
+    caps = epsilon_caps_rule(rules, declared, {"site-1": 0.9, "site-2": 0.7}, run_epsilon=1.0)
+    assert participation["passed"] and participation["excluded"] == {
+        "site-3": "jurisdiction 'elsewhere' is not among the policy's allowed_jurisdictions"
+    }
+    assert caps["sites"]["site-2"] == {"jurisdiction": "j2", "epsilon": 0.7, "cap": 0.5, "passed": False}
+    decision = apply_release_rules(
+        cells(SMALL), rules, SCHEMA, {}, other_rules={"participation": participation, "epsilon_caps": caps}
+    )
+    assert not decision.approved and decision.reasons == ["epsilon_caps: site-2 spent ε 0.700 over its cap 0.500"]
+    section = sovereignty_section(rules, decision)
+    assert section["policy"]["digest"] == rules.digest and section["passed"] is False
+    assert not participation_rule(rules, declared, contributed=["site-3"])["passed"]
+
+
+def test_preparing_checks_the_policy_against_the_schema():
+    with pytest.raises(Exception, match="column 'zip' is not in the schema"):
+        prepare_release(cells(SMALL), policy(forbidden_columns=["zip"]), SCHEMA)

@@ -1,0 +1,91 @@
+"""report.md: written with its plots for an older report.json and for one with every validator section."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.config import RunConfig
+from server.report import build_report, write_json
+from strategies.gan_fedavg import RoundLog
+from tabular.schema import parse_schema
+from validator.collapse import ValidatorHistory, synthetic_health
+from validator.policy import parse_policy
+from validator.release import apply_release_rules
+from validator.report_md import epsilon_series, write_markdown_report
+from validator.sovereignty import release_section, sovereignty_section
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SCHEMA = parse_schema(
+    {
+        "columns": [
+            {"name": "x", "type": "continuous", "min": 0, "max": 1},
+            {"name": "region", "type": "categorical", "categories": ["north", "south"]},
+        ]
+    },
+    source="md.yaml",
+)
+
+
+def run_report(tmp_path) -> dict:
+    """A report.json as ``server.report.build_report`` writes it, read back from disk."""
+    config = RunConfig(rounds=3)
+    history = []
+    for r in (1, 2, 3):
+        sites = {name: {"epsilon": 0.3 * r + bump, "num-examples": 100, "steps": 10 * r} for name, bump in
+                 (("site-a", 0.0), ("site-b", 0.05))}  # fmt: skip
+        history.append(RoundLog(round=r, sites=sites, aggregated=sorted(sites)))
+    final = {name: {**m, "delta": 1e-5, "budget-exhausted": 0} for name, m in history[-1].sites.items()}
+    report = build_report(config, final, history, {"rounds_seconds": [1.0, 1.1, 0.9]}, {"synthetic": "synthetic.csv"})
+    write_json(tmp_path / "report.json", report)
+    return json.loads((tmp_path / "report.json").read_text())
+
+
+def test_older_report_without_validator_sections(tmp_path):
+    report = run_report(tmp_path)
+    assert epsilon_series(report)["site-b"] == ([1, 2, 3], [0.35, 0.65, 0.95])
+    path = write_markdown_report(report, tmp_path / "md")
+    text = path.read_text()
+    assert path == tmp_path / "md" / "report.md"
+    assert (tmp_path / "md" / "plots" / "epsilon.png").read_bytes().startswith(PNG)
+    assert not (tmp_path / "md" / "plots" / "validator.png").exists()
+    assert "| site-b | 0.950 |" in text
+    assert "![ε spent per site and round](plots/epsilon.png)" in text
+    assert "not monitored in this run" in text
+    assert "Not recorded: this run had no data-sovereignty policy." in text
+    assert "no release decision recorded" in text
+
+
+def test_full_report_with_collapse_rules_and_a_withheld_release(tmp_path):
+    report = run_report(tmp_path)
+    rng = np.random.default_rng(0)
+    healthy = pd.DataFrame({"x": rng.uniform(0, 1, 200), "region": rng.choice(["north", "south"], 200)})
+    collapsed = pd.DataFrame({"x": [0.5] * 200, "region": ["north"] * 200})
+    validator = ValidatorHistory(action="rollback")
+    for r, table in ((1, healthy), (2, healthy), (3, collapsed)):
+        validator.observe(r, synthetic_health(table, SCHEMA))
+    policy = parse_policy(
+        {"allowed_jurisdictions": ["j1"], "release": {"small_cells": {"quasi_identifiers": ["region"], "k": 2}}},
+        source="policy.yaml",
+    )
+    counts = {"site-a": {"copies": 2, "synthetic_rows": 200, "columns_compared": ["x", "region"]}}
+    decision = apply_release_rules(healthy, policy, SCHEMA, counts)
+    report.update(
+        validator=validator.to_dict(),
+        sovereignty=sovereignty_section(policy, decision),
+        release=release_section(decision, "synthetic.csv"),
+    )
+    write_json(tmp_path / "report.json", report)  # every section must survive JSON
+    text = write_markdown_report(json.loads((tmp_path / "report.json").read_text()), tmp_path).read_text()
+    assert (tmp_path / "plots" / "validator.png").read_bytes().startswith(PNG)
+    assert (tmp_path / "plots" / "epsilon.png").read_bytes().startswith(PNG)
+    assert "![Training health per round](plots/validator.png)" in text
+    assert "| 3 | 50.0% | 99.5% | 1 |" in text  # round 3: one of two regions, 199 of 200 rows repeated
+    assert "- Round 3: column 'region': entropy 0.000 < 0.050" in text
+    assert "rolled back to round 2" in text
+    assert "Model kept: the last round's. Best round by health score: 2" in text
+    assert policy.digest in text
+    assert "| No synthetic row is a copy of a real row | FAILED | 2 row(s) found (site-a: 2) |" in text
+    assert "**WITHHELD.**" in text and "- no_copies: 2 synthetic row(s) identical to a real row (site-a: 2)" in text
