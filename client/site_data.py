@@ -31,6 +31,15 @@ class SiteData:
     name: str
     frame: pd.DataFrame
     encoded: torch.Tensor
+    jurisdiction: str | None = None
+
+
+def simulated_jurisdiction(site: str, mapping: str) -> str:
+    """A simulated site's jurisdiction: from ``site-jurisdictions`` ("key=jurisdiction,..."), keyed by
+    the site's name or natural value, else the natural value itself (``region=south`` -> ``south``)."""
+    natural = site.split("=", 1)[-1]
+    table = {k.strip(): v.strip() for k, v in (item.rsplit("=", 1) for item in mapping.split(",") if "=" in item)}
+    return table.get(site, table.get(natural, natural))
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,6 +66,7 @@ def load_site(node_config: dict[str, Any], run_config: dict[str, Any], schema_te
         path = str(node_config["data-path"])
         frame = read_table(path, schema)
         name = str(node_config.get("site", path))
+        jurisdiction = str(node_config["jurisdiction"]) if "jurisdiction" in node_config else None
     elif "partition-id" in node_config:
         sites = _simulated_sites(
             str(run_config["data"]),
@@ -69,9 +79,10 @@ def load_site(node_config: dict[str, Any], run_config: dict[str, Any], schema_te
         if pid >= len(sites):
             raise DataError(f"partition {pid} does not exist: the split gives {len(sites)} sites")
         name, frame = sites[pid]
+        jurisdiction = simulated_jurisdiction(name, str(run_config.get("site-jurisdictions", "")))
     else:
         raise DataError("node config has neither 'data-path' (deployment) nor 'partition-id' (simulation)")
     if len(frame) < MIN_SITE_ROWS:
         raise DataError(f"site {name}: only {len(frame)} rows; at least {MIN_SITE_ROWS} are needed to train")
     encoded = torch.from_numpy(TableCodec(schema).encode(frame))
-    return SiteData(name=name, frame=frame, encoded=encoded)
+    return SiteData(name=name, frame=frame, encoded=encoded, jurisdiction=jurisdiction)

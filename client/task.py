@@ -32,14 +32,23 @@ class RoundOutcome:
         return self.budget.exhausted
 
 
-def plan_budget(config: RunConfig, sample_rate: float) -> SiteBudget:
-    """The site's budget for the whole run, planned from the run's step count."""
+def plan_budget(
+    config: RunConfig, sample_rate: float, epsilon: float | None = None, feedback_noise: float = 0.0
+) -> SiteBudget:
+    """The site's budget for the whole run, planned from the run's step count and releases.
+
+    ``epsilon`` overrides the run's ε (a jurisdiction's cap); ``feedback_noise`` is the
+    noise multiplier of one validator feedback release on this site's data.
+    """
     return SiteBudget.plan(
-        epsilon=config.epsilon,
+        epsilon=config.epsilon if epsilon is None else epsilon,
         delta=config.delta,
         sample_rate=sample_rate,
         planned_steps=config.rounds * config.local_steps,
         accountant=config.accountant,
+        measure_fraction=config.measure_fraction,
+        feedback_noise=feedback_noise,
+        feedback_releases=len(config.feedback_rounds),
     )
 
 
@@ -49,15 +58,19 @@ def train_round(
     real: torch.Tensor,
     budget: SiteBudget,
     config: RunConfig,
+    lr_scale: float = 1.0,
 ) -> RoundOutcome:
-    """Up to ``config.local_steps`` DP steps, never more than the budget allows."""
+    """Up to ``config.local_steps`` DP steps, never more than the budget allows.
+
+    ``lr_scale`` lowers both learning rates after the validator rolled the model back.
+    """
     steps = budget.steps_allowed(config.local_steps)
     if steps == 0:
         return RoundOutcome(0, math.nan, math.nan, budget)
     private = make_private_discriminator(
-        discriminator, real, budget, config.batch_size, config.max_grad_norm, config.lr_discriminator
+        discriminator, real, budget, config.batch_size, config.max_grad_norm, config.lr_discriminator * lr_scale
     )
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.5, 0.9))
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr_generator * lr_scale, betas=(0.5, 0.9))
     batches = private.real_batches()
     fake_size = private.expected_batch_size
     d_losses: list[float] = []

@@ -166,7 +166,11 @@ def _run_and_report(plan, out_dir: Path, verbose: bool) -> None:
 
 def _print_summary(report: dict, out_dir: Path, seconds: float) -> None:
     privacy = report["privacy"]
-    typer.echo(f"Done in {seconds:.0f}s: {report['outputs']['rows']} rows in {out_dir / 'synthetic.csv'}")
+    release = report.get("release", {})
+    if release.get("approved", True):
+        typer.echo(f"Done in {seconds:.0f}s: {report['outputs']['rows']} rows in {out_dir / 'synthetic.csv'}")
+    else:
+        typer.echo(f"Done in {seconds:.0f}s, but the release was WITHHELD: " + "; ".join(release.get("reasons", [])))
     typer.echo(f"Report: {out_dir / 'report.json'}")
     typer.echo(f"Privacy ({privacy['unit']}-level, {privacy['accountant']} accountant, δ={privacy['delta']:g}):")
     for name, site in privacy["sites"].items():
@@ -186,7 +190,7 @@ def generate(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file")] = False,
 ) -> None:
     """Sample more synthetic rows from a checkpoint (post-processing: no privacy cost)."""
-    from server.checkpoints import load_checkpoint
+    from server.checkpoints import calibration_of, load_checkpoint
     from server.sampling import sample_table
     from tabular.table import write_table
 
@@ -198,7 +202,9 @@ def generate(
         if not out.parent.exists():
             raise UserError(f"{out.parent}: folder does not exist")
         payload = load_checkpoint(checkpoint)
-        table = sample_table(payload["record"], payload["schema"], payload["shape"], rows, seed=seed)
+        table = sample_table(
+            payload["record"], payload["schema"], payload["shape"], rows, seed=seed, marginals=calibration_of(payload)
+        )
         try:
             write_table(table, out)
         except OSError as exc:
@@ -318,3 +324,30 @@ def main() -> None:
     """Console entry point."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     app()
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Option(help="Sweep file (YAML): epsilons, sites, partitions, seeds, baselines, run")],
+    out: Annotated[Path | None, typer.Option(help="Sweep folder (default: the file's 'out')")] = None,
+    verbose: Annotated[bool, typer.Option(help="Also show each GAN run's round progress")] = False,
+) -> None:
+    """Privacy-fidelity trade-offs: run a grid of ε × sites × partitions × seeds and plot it.
+
+    Every cell runs in Flower's simulation runtime (fedsynth) or computes a baseline (DP marginals,
+    the central GAN on pooled rows, the real data), then scores its table against a held-out part
+    of the data. Cells already done are skipped: rerun the same command to continue or retry.
+    Writes OUT/results.csv, OUT/results.md and OUT/plots/*.png.
+    """
+    from simulations.sweep import run_sweep
+    from simulations.sweep_config import load_sweep_config
+
+    with user_errors():
+        parsed = load_sweep_config(config, out=str(out) if out is not None else None)
+        outcome = run_sweep(parsed, echo=typer.echo, verbose=verbose)
+    typer.echo(f"Results: {outcome.out / 'results.csv'} and {outcome.out / 'results.md'}")
+    typer.echo("Plots: " + ", ".join(str(p) for p in outcome.plots))
+    if outcome.failed:
+        typer.echo(f"{len(outcome.failed)} cell(s) failed (see results.md); rerun the same command to retry them",
+                   err=True)  # fmt: skip
+        raise typer.Exit(1)

@@ -18,6 +18,8 @@ from fedsynth.errors import ConfigError
 from tabular.datasets import DEFAULT_DATA
 
 ACCOUNTANTS = ("prv", "rdp")
+VALIDATOR_ACTIONS = ("record", "stop", "rollback")
+AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum")
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,26 @@ class RunConfig:
     max_failed_rounds: int = 3  # consecutive rounds without enough updates before the run stops
     round_timeout: float = 600.0  # seconds a round waits for replies (and for sites to connect)
     fault_rate: float = 0.0  # simulation only: share of site-rounds that fail on purpose
+    aggregation: str = "fedavg"  # fedavg | median | trimmed-mean | krum (over the packed G+D record)
+    trim_fraction: float = 0.2  # trimmed-mean: share of updates cut at each end, per coordinate
+    krum_byzantine: int = 1  # krum: f, the updates assumed hostile; the n - f best are averaged
+    outlier_factor: float = 10.0  # reject an update farther from the global model than this x the median; 0: off
     local_steps: int = 50  # DP discriminator steps per site per round
     # Privacy (record-level, per site).
     epsilon: float = 1.0
     delta: float = 1e-5
     accountant: str = "prv"
     max_grad_norm: float = 1.0
+    measure_fraction: float = 0.15  # share of ε (as if spent alone) for DP histograms; 0: none
+    measure_bins: int = 32  # interval bins per numeric column in those histograms
+    calibrate: bool = True  # match the generator's output to the DP marginals (post-processing)
+    # Validator and data-sovereignty policy.
+    policy: str = ""  # data-sovereignty policy YAML; empty: no copies released, every site admitted
+    validator_rows: int = 2000  # synthetic rows the validator samples after every round
+    validator_action: str = "record"  # on collapse: record | stop (keep the best round) | rollback
+    validator_feedback_every: int = 0  # every N rounds sites score a sample against their rows (DP); 0: never
+    validator_feedback_noise: float = 0.02  # std of the Gaussian noise on each score a site returns
+    site_jurisdictions: str = ""  # simulation: "site=jurisdiction,..."; default: a site's natural value
     # Model and optimisation.
     batch_size: int = 256
     d_steps: int = 2  # discriminator steps per generator step
@@ -79,6 +95,12 @@ class RunConfig:
         config.validate(source)
         return config
 
+    @property
+    def feedback_rounds(self) -> list[int]:
+        """Rounds after which sites return DP-noised scores of a synthetic sample."""
+        every = self.validator_feedback_every
+        return list(range(every, self.rounds + 1, every)) if every else []
+
     def to_mapping(self) -> dict[str, Any]:
         """Hyphen-keyed mapping, as Flower's run_config and report.json carry it."""
         return {self.key(k): v for k, v in asdict(self).items()}
@@ -92,8 +114,8 @@ class RunConfig:
         for key in at_least_one:
             if getattr(self, key.replace("-", "_")) < 1:
                 fail(key, "must be at least 1")
-        for key in ("clients", "rows", "seed"):
-            if getattr(self, key) < 0:
+        for key in ("clients", "rows", "seed", "krum-byzantine"):
+            if getattr(self, key.replace("-", "_")) < 0:
                 fail(key, "must not be negative")
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
             fail("epsilon", "must be a positive number")
@@ -105,8 +127,28 @@ class RunConfig:
             value = getattr(self, key.replace("-", "_"))
             if not (math.isfinite(value) and value > 0):
                 fail(key, "must be a positive number")
+        if not 0 <= self.measure_fraction < 1:
+            fail("measure-fraction", "must be in [0, 1)")
+        if self.measure_bins < 2:
+            fail("measure-bins", "must be at least 2")
+        if self.calibrate and self.measure_fraction == 0:
+            fail("calibrate", "needs DP histograms: set measure-fraction above 0 or calibrate=false")
         if not 0 <= self.fault_rate < 1:
             fail("fault-rate", "must be in [0, 1)")
+        if self.aggregation not in AGGREGATIONS:
+            fail("aggregation", f"must be one of {', '.join(AGGREGATIONS)}")
+        if not 0 <= self.trim_fraction < 0.5:
+            fail("trim-fraction", "must be in [0, 0.5)")
+        if not (math.isfinite(self.outlier_factor) and (self.outlier_factor == 0 or self.outlier_factor >= 1)):
+            fail("outlier-factor", "must be 0 (off) or a number of at least 1")
+        if self.validator_action not in VALIDATOR_ACTIONS:
+            fail("validator-action", f"must be one of {', '.join(VALIDATOR_ACTIONS)}")
+        if self.validator_rows < 10:
+            fail("validator-rows", "must be at least 10")
+        if self.validator_feedback_every < 0:
+            fail("validator-feedback-every", "must not be negative")
+        if not (math.isfinite(self.validator_feedback_noise) and self.validator_feedback_noise > 0):
+            fail("validator-feedback-noise", "must be a positive number")
         if not self.out:
             fail("out", "must name an output folder")
 

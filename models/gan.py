@@ -73,11 +73,20 @@ class Generator(nn.Module):
             out[:, start:stop] = F.gumbel_softmax(raw[:, start:stop], tau=self.tau)
         return out
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    @property
+    def category_blocks(self) -> list[tuple[int, int]]:
+        """(start, stop) of each categorical block in the encoded row."""
+        return list(self._blocks)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, logit_bias: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Draw ``n`` encoded rows with one-hot categories, reproducibly from ``generator``.
 
         A hard Gumbel-softmax sample is a draw from softmax(logits), so categories are
         drawn with ``torch.multinomial``, which (unlike Gumbel noise) takes a seeded RNG.
+        ``logit_bias`` (one vector per categorical block) shifts category frequencies;
+        calibration fits it to DP marginals.
         """
         with torch.no_grad():
             z = torch.randn(n, self.noise_dim, generator=generator)
@@ -86,8 +95,11 @@ class Generator(nn.Module):
             if self._numeric:
                 idx = torch.tensor(self._numeric, device=raw.device)
                 out[:, idx] = torch.tanh(raw[:, idx])
-            for start, stop in self._blocks:
-                probs = torch.softmax(raw[:, start:stop], dim=1)
+            for j, (start, stop) in enumerate(self._blocks):
+                logits = raw[:, start:stop]
+                if logit_bias is not None:
+                    logits = logits + logit_bias[j]
+                probs = torch.softmax(logits, dim=1)
                 picks = torch.multinomial(probs, 1, generator=generator).squeeze(1)
                 out[torch.arange(n), start + picks] = 1.0
             return out

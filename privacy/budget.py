@@ -25,6 +25,8 @@ History = list[tuple[float, float, int]]
 
 # RDP's default orders do not reach very small ε tightly; the bound stays valid (only looser).
 warnings.filterwarnings("ignore", message="Optimal order is the largest alpha", category=UserWarning)
+# PRV with sampling rate 1 (a plain Gaussian release) takes log(0) on a branch it then discards.
+warnings.filterwarnings("ignore", message="divide by zero encountered in log", category=RuntimeWarning)
 
 
 def epsilon_of(history: History, delta: float, accountant: str) -> float:
@@ -36,11 +38,13 @@ def epsilon_of(history: History, delta: float, accountant: str) -> float:
     return float(acc.get_epsilon(delta=delta))
 
 
-def _max_steps(noise: float, sample_rate: float, epsilon: float, delta: float, accountant: str, hint: int) -> int:
-    """Largest step count whose ε stays at or below the target (binary search)."""
+def _max_steps(
+    noise: float, sample_rate: float, epsilon: float, delta: float, accountant: str, hint: int, prefix: History
+) -> int:
+    """Largest step count whose ε (after the ``prefix`` releases) stays at or below the target."""
 
     def fits(steps: int) -> bool:
-        return epsilon_of([(noise, sample_rate, steps)], delta, accountant) <= epsilon
+        return epsilon_of([*prefix, (noise, sample_rate, steps)], delta, accountant) <= epsilon
 
     low = 0
     high = max(1, hint)
@@ -57,9 +61,38 @@ def _max_steps(noise: float, sample_rate: float, epsilon: float, delta: float, a
     return low
 
 
+def _sgd_noise(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str, prefix: History) -> float:
+    """Smallest DP-SGD noise multiplier (to 1%) whose ``steps`` fit under ε after ``prefix``."""
+    if not prefix:
+        return float(
+            get_noise_multiplier(
+                target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant
+            )
+        )
+    if epsilon_of(prefix, delta, accountant) >= epsilon:
+        raise ValueError("the measurement alone would spend the whole budget")
+    low, high = 0.0, 1.0
+    while epsilon_of([*prefix, (high, sample_rate, steps)], delta, accountant) > epsilon:
+        low, high = high, high * 2
+        if high > 1e6:
+            raise ValueError("the privacy budget is too small for this many steps")
+    while high - low > 0.01 * high:
+        mid = (low + high) / 2
+        if epsilon_of([*prefix, (mid, sample_rate, steps)], delta, accountant) > epsilon:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
 @dataclass
 class SiteBudget:
-    """The planned noise and the cumulative spending of one site."""
+    """The planned noise and the cumulative spending of one site.
+
+    ``history`` is the Opacus accountant's history: DP-SGD steps at
+    ``(noise_multiplier, sample_rate)`` and, if the run measures DP histograms,
+    one Gaussian release at ``(measure_noise, 1.0)``.
+    """
 
     epsilon: float
     delta: float
@@ -68,25 +101,79 @@ class SiteBudget:
     sample_rate: float
     max_steps: int
     history: History = field(default_factory=list)
+    measure_noise: float = 0.0  # 0: the run measures no histograms
+    feedback_noise: float = 0.0  # noise multiplier of one validator feedback release; 0: none planned
+    feedback_planned: int = 0
 
     @classmethod
     def plan(
-        cls, epsilon: float, delta: float, sample_rate: float, planned_steps: int, accountant: str = "prv"
+        cls,
+        epsilon: float,
+        delta: float,
+        sample_rate: float,
+        planned_steps: int,
+        accountant: str = "prv",
+        measure_fraction: float = 0.0,
+        feedback_noise: float = 0.0,
+        feedback_releases: int = 0,
     ) -> SiteBudget:
-        """Choose the noise so that ``planned_steps`` steps spend at most ``epsilon``."""
-        noise = get_noise_multiplier(
-            target_epsilon=epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=planned_steps,
-            accountant=accountant,
-        )
-        max_steps = _max_steps(noise, sample_rate, epsilon, delta, accountant, hint=planned_steps)
-        return cls(epsilon, delta, accountant, float(noise), float(sample_rate), max_steps)
+        """Choose the noise so that every planned release and ``planned_steps`` steps spend at most ``epsilon``.
+
+        ``measure_fraction`` of ε (as if spent alone) goes to one Gaussian release of
+        histograms; ``feedback_releases`` validator feedback releases at noise multiplier
+        ``feedback_noise`` are reserved too; DP-SGD gets what remains under composition.
+        """
+        prefix: History = []
+        measure_noise = 0.0
+        if measure_fraction > 0:
+            measure_noise = float(
+                get_noise_multiplier(
+                    target_epsilon=measure_fraction * epsilon,
+                    target_delta=delta,
+                    sample_rate=1.0,
+                    steps=1,
+                    accountant=accountant,
+                )
+            )
+            prefix = [(measure_noise, 1.0, 1)]
+        if feedback_releases and feedback_noise > 0:
+            prefix.append((feedback_noise, 1.0, feedback_releases))
+        noise = _sgd_noise(epsilon, delta, sample_rate, planned_steps, accountant, prefix)
+        max_steps = _max_steps(noise, sample_rate, epsilon, delta, accountant, planned_steps, prefix)
+        return cls(
+            epsilon, delta, accountant, noise, float(sample_rate), max_steps,
+            measure_noise=measure_noise, feedback_noise=feedback_noise if feedback_releases else 0.0,
+            feedback_planned=feedback_releases,
+        )  # fmt: skip
 
     @property
     def steps(self) -> int:
-        return sum(steps for _, _, steps in self.history)
+        """DP-SGD steps taken so far."""
+        return sum(s for n, q, s in self.history if (n, q) == (self.noise_multiplier, self.sample_rate))
+
+    @property
+    def measured(self) -> bool:
+        return any((n, q) == (self.measure_noise, 1.0) for n, q, _ in self.history)
+
+    def record_measurement(self) -> None:
+        """Charge the planned histogram release to the accountant's history."""
+        if not self.measure_noise:
+            raise RuntimeError("this budget plans no measurement")
+        self.history.append((self.measure_noise, 1.0, 1))
+
+    @property
+    def feedback_given(self) -> int:
+        return sum(s for n, q, s in self.history if (n, q) == (self.feedback_noise, 1.0) and self.feedback_noise)
+
+    def record_feedback(self) -> None:
+        """Charge one validator feedback release (refused beyond the planned number)."""
+        if self.feedback_given >= self.feedback_planned:
+            raise RuntimeError(f"all {self.feedback_planned} planned feedback releases were already made")
+        for i, (n, q, s) in enumerate(self.history):
+            if (n, q) == (self.feedback_noise, 1.0):
+                self.history[i] = (n, q, s + 1)
+                return
+        self.history.append((self.feedback_noise, 1.0, 1))
 
     @property
     def spent(self) -> float:
@@ -109,6 +196,9 @@ class SiteBudget:
             "noise-multiplier": self.noise_multiplier,
             "sample-rate": self.sample_rate,
             "max-steps": self.max_steps,
+            "measure-noise": self.measure_noise,
+            "feedback-noise": self.feedback_noise,
+            "feedback-planned": self.feedback_planned,
             "history-noise": [float(h[0]) for h in self.history],
             "history-rate": [float(h[1]) for h in self.history],
             "history-steps": [int(h[2]) for h in self.history],
@@ -132,4 +222,7 @@ class SiteBudget:
             sample_rate=float(state["sample-rate"]),
             max_steps=int(state["max-steps"]),
             history=history,
+            measure_noise=float(state.get("measure-noise", 0.0)),
+            feedback_noise=float(state.get("feedback-noise", 0.0)),
+            feedback_planned=int(state.get("feedback-planned", 0)),
         )

@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord
 from fedsynth.errors import CheckpointError
 from models.gan import GanShape
 from models.packing import split
+from privacy.histograms import Marginals
 from tabular.schema import Schema, parse_schema
 
 FORMAT = "fedsynth-checkpoint/1"
@@ -78,3 +79,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: field 'shape' or 'arrays' is invalid ({exc})") from None
     return payload
+
+
+def checkpoint_calibration(marginals: Marginals, bins: int) -> dict:
+    """The DP marginals a checkpoint carries so that ``fedsynth generate`` calibrates the same way."""
+    return {"marginals": marginals.to_state(), "bins": bins}
+
+
+def calibration_of(payload: dict) -> Marginals | None:
+    """The ``Marginals`` stored in a loaded checkpoint, or ``None``."""
+    entry = payload.get("extra", {}).get("calibration")
+    if not entry:
+        return None
+    return Marginals.from_state(payload["schema"], entry["marginals"], int(entry["bins"]))

@@ -24,22 +24,29 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from client.client_app import LEDGERS_KEY, SCHEMA_KEY
+from client.client_app import LEDGERS_KEY, LR_SCALE_KEY, POLICY_KEY, PURPOSE_KEY, SCHEMA_KEY, SYNTHETIC_KEY
 from fedsynth.config import RunConfig
 from fedsynth.errors import CheckpointError, UserError
 from models.gan import GanShape, build_gan
 from models.packing import pack
 from privacy.budget import SiteBudget
-from server.checkpoints import load_checkpoint, save_checkpoint
-from server.report import build_report, write_json
+from privacy.histograms import Marginals
+from server.checkpoints import checkpoint_calibration, load_checkpoint, save_checkpoint
+from server.measurement import measure_marginals, measurement_summary
+from server.report import build_report, json_safe, write_json
 from server.run_state import RunState
 from server.sampling import sample_table
+from server.validation import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
 from strategies.factory import build_strategy
 from strategies.gan_fedavg import GanFedAvg, site_name
 from tabular.codec import TableCodec
 from tabular.datasets import resolve_schema_path
 from tabular.schema import Schema, dump_schema_text, load_schema
 from tabular.table import write_table
+from validator.collapse import CollapseRule, ValidatorHistory, Verdict, synthetic_health
+from validator.policy import Policy, load_policy
+from validator.report_md import write_markdown_report
+from validator.sovereignty import release_section, sovereignty_section
 
 CONFIG_FILE = "config.json"  # the run's configuration, read back by --resume
 
@@ -98,29 +105,76 @@ def _collect_ledgers(replies: list[Message], state: RunState) -> None:
             state.ledgers[site_name(msg)] = json.loads(str(budget))
 
 
+@dataclass
+class Watch:
+    """The run's validator state: participation, collapse history, site feedback, learning-rate scale."""
+
+    participation: Participation
+    history: ValidatorHistory
+    feedback: dict[str, Any]
+    lr_scale: float = 1.0
+
+    @classmethod
+    def start(cls, config: RunConfig, policy: Policy | None, state: RunState) -> Watch:
+        saved = state.extra.get("validator")
+        history = (
+            ValidatorHistory.from_dict(saved["history"])
+            if saved
+            else ValidatorHistory(CollapseRule(), action=config.validator_action)
+        )
+        participation = Participation(policy)
+        if saved:
+            participation.restore(saved["participation"])
+        watch = cls(participation, history, dict(saved["feedback"]) if saved else {})
+        watch.lr_scale = float(saved.get("lr_scale", 1.0)) if saved else 1.0
+        return watch
+
+    def save(self, state: RunState) -> None:
+        state.extra["validator"] = {
+            "history": self.history.to_dict(),
+            "participation": self.participation.to_dict(),
+            "feedback": self.feedback,
+            "lr_scale": self.lr_scale,
+        }
+
+
 def run_federation(grid: Grid, config: RunConfig) -> dict:
     """Run every round, then write ``synthetic.csv``, ``report.json`` and checkpoints."""
     started = time.time()
     fed = Federation.from_config(config)
+    policy = load_policy(config.policy) if config.policy else None
+    if policy is not None:
+        policy.check_schema(fed.schema)
     fed.checkpoints.mkdir(parents=True, exist_ok=True)
     arrays, state = _start(fed)
     if not config.resume:
         write_json(fed.out / CONFIG_FILE, config.to_mapping())
     strategy = build_strategy(config)
     strategy.history = list(state.history)
-    schema_text = dump_schema_text(fed.schema)
+    watch = Watch.start(config, policy, state)
+    fields = {SCHEMA_KEY: dump_schema_text(fed.schema)}
+    if policy is not None:
+        fields[POLICY_KEY] = Path(config.policy).read_text(encoding="utf-8")
+    marginals = measure_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation)
     failed_in_a_row = 0
 
     for server_round in range(state.completed_round + 1, config.rounds + 1):
         tick = time.time()
-        train_config = ConfigRecord({SCHEMA_KEY: schema_text, LEDGERS_KEY: json.dumps(state.ledgers)})
+        train_config = ConfigRecord(
+            {**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale}
+        )
         messages = strategy.configure_train(server_round, arrays, train_config, grid)
-        replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
+        replies = list(grid.send_and_receive(watch.participation.without_excluded(messages),
+                                             timeout=config.round_timeout))  # fmt: skip
         _collect_ledgers(replies, state)
+        replies, excluded = watch.participation.screen(replies)
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         entry = strategy.history[-1]
+        entry.failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
+        entry.missing = [n for n in entry.missing if n not in watch.participation.excluded_nodes.values()]
         if aggregated is not None and len(entry.aggregated) >= config.min_replies:
             arrays = aggregated
+            watch.participation.contributed.update(entry.aggregated)
             failed_in_a_row = 0
         else:
             failed_in_a_row += 1
@@ -129,12 +183,24 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
 
         name = f"round-{server_round:03d}.pt"
         save_checkpoint(fed.checkpoints / name, arrays, fed.schema, fed.shape, server_round)
+        verdict = _validate_round(grid, fed, watch, arrays, server_round, fields, state)
         state.completed_round, state.checkpoint = server_round, name
         state.history = strategy.history
         state.round_seconds.append(time.time() - tick)
+        watch.save(state)
         state.save(fed.checkpoints)
         _log_progress(server_round, config, entry, state.round_seconds[-1])
 
+        if verdict.action == "stop":
+            log(WARNING, "fedsynth: collapse in round %d (%s); stopping, keeping round %s",
+                server_round, "; ".join(verdict.reasons), verdict.best_round)  # fmt: skip
+            arrays = _round_arrays(fed, verdict.best_round)
+            break
+        if verdict.action == "rollback":
+            arrays = _round_arrays(fed, verdict.rollback_to)
+            watch.lr_scale = verdict.lr_scale
+            log(WARNING, "fedsynth: collapse in round %d (%s); rolled back to round %s, learning rate x%.2f",
+                server_round, "; ".join(verdict.reasons), verdict.rollback_to, verdict.lr_scale)  # fmt: skip
         if failed_in_a_row >= config.max_failed_rounds:
             raise FederationStoppedError(
                 f"stopped after round {server_round}: {failed_in_a_row} rounds in a row without "
@@ -144,16 +210,71 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
             log(INFO, "fedsynth: every site has spent its privacy budget; stopping after round %d", server_round)
             break
 
-    return _finish(fed, arrays, state, strategy, started)
+    return _finish(grid, fed, arrays, state, strategy, watch, fields, started, marginals)
 
 
-def _finish(fed: Federation, arrays: ArrayRecord, state: RunState, strategy: GanFedAvg, started: float) -> dict:
+def _round_arrays(fed: Federation, server_round: int | None) -> ArrayRecord:
+    """The global model after ``server_round`` (0 or None: the initial weights)."""
+    if not server_round:
+        return pack(*build_gan(TableCodec(fed.schema), fed.shape, seed=fed.config.seed))
+    return load_checkpoint(fed.checkpoints / f"round-{server_round:03d}.pt")["record"]
+
+
+def _admitted_nodes(grid: Grid, watch: Watch) -> list[int]:
+    return [n for n in grid.get_node_ids() if n not in watch.participation.excluded_nodes]
+
+
+def _validate_round(
+    grid: Grid, fed: Federation, watch: Watch, arrays: ArrayRecord, server_round: int, fields: dict, state: RunState
+) -> Verdict:
+    """Score the new global generator's output (no real data), and ask sites for DP feedback when due."""
+    config = fed.config
+    sample = sample_table(arrays, fed.schema, fed.shape, config.validator_rows, seed=config.seed + server_round)
+    verdict = watch.history.observe(server_round, synthetic_health(sample, fed.schema, seed=config.seed))
+    if server_round in config.feedback_rounds:
+        answers, failures = ask_sites(
+            grid,
+            _admitted_nodes(grid, watch),
+            {**fields, LEDGERS_KEY: json.dumps(state.ledgers), PURPOSE_KEY: "feedback",
+             SYNTHETIC_KEY: sample.to_csv(index=False), "server-round": server_round},
+            config.round_timeout,
+            ledgers=state.ledgers,
+        )  # fmt: skip
+        combined = combine_feedback(answers)
+        combined["failed"] = failures
+        watch.feedback[str(server_round)] = combined
+    return verdict
+
+
+def _finish(
+    grid: Grid,
+    fed: Federation,
+    arrays: ArrayRecord,
+    state: RunState,
+    strategy: GanFedAvg,
+    watch: Watch,
+    fields: dict,
+    started: float,
+    marginals: Marginals | None,
+) -> dict:
     training_done = time.time()
-    save_checkpoint(fed.checkpoints / "final.pt", arrays, fed.schema, fed.shape, state.completed_round)
-    site_metrics = strategy.latest_site_metrics()
-    rows = fed.config.rows or int(sum(m.get("num-examples", 0) for m in site_metrics.values()))
-    table = sample_table(arrays, fed.schema, fed.shape, rows, seed=fed.config.seed)
-    write_table(table, fed.out / "synthetic.csv")
+    config = fed.config
+    calibration = marginals if config.calibrate else None
+    extra = {"calibration": checkpoint_calibration(marginals, config.measure_bins)} if calibration else {}
+    save_checkpoint(fed.checkpoints / "final.pt", arrays, fed.schema, fed.shape, state.completed_round, extra=extra)
+    site_metrics = _with_ledgers(strategy.latest_site_metrics(), state)
+    rows = config.rows or int(sum(m.get("num-examples", 0) for m in site_metrics.values()))
+    table = sample_table(arrays, fed.schema, fed.shape, rows, seed=config.seed, marginals=calibration)
+
+    policy = watch.participation.policy or DEFAULT_POLICY
+    epsilons = {name: float(m.get("epsilon", 0.0)) for name, m in site_metrics.items()}
+    decision = release_gate(grid, _admitted_nodes(grid, watch), table, policy, fields, watch.participation,
+                            epsilons, config.epsilon, config.round_timeout, fed.schema)  # fmt: skip
+    synthetic = fed.out / "synthetic.csv"
+    if decision.approved:
+        write_table(decision.table, synthetic)
+    elif synthetic.exists():
+        synthetic.unlink()  # never leave an earlier table looking released
     finished = time.time()
     timings = {
         "total_seconds": finished - started,
@@ -163,16 +284,46 @@ def _finish(fed: Federation, arrays: ArrayRecord, state: RunState, strategy: Gan
         "resumed_after_rounds": state.resumed_at,
     }
     outputs = {
-        "synthetic": "synthetic.csv",
-        "rows": rows,
+        "synthetic": "synthetic.csv" if decision.approved else None,
+        "rows": len(decision.table) if decision.approved else 0,
         "checkpoints": "checkpoints/",
         "final_checkpoint": "checkpoints/final.pt",
     }
-    report = build_report(fed.config, site_metrics, strategy.history, timings, outputs)
+    report = build_report(config, site_metrics, strategy.history, timings, outputs)
+    report["privacy"]["measurement"] = measurement_summary(config, state)
+    report["privacy"]["validator_feedback"] = _feedback_costs(state, watch)
+    report["validator"] = {**watch.history.to_dict(), "site_feedback": watch.feedback}
+    report["sovereignty"] = sovereignty_section(policy, decision)
+    report["release"] = release_section(decision, "synthetic.csv")
+    report = json_safe(report)
     write_json(fed.out / "report.json", report)
-    log(INFO, "fedsynth: wrote %s rows to %s (ε max %.3f, δ %g)", rows, fed.out / "synthetic.csv",
-        report["privacy"]["epsilon_max"], fed.config.delta)  # fmt: skip
+    write_markdown_report(report, fed.out)
+    log(INFO, "fedsynth: %s (ε max %.3f, δ %g)",
+        f"wrote {len(decision.table)} rows to {synthetic}" if decision.approved else "release WITHHELD",
+        report["privacy"]["epsilon_max"], config.delta)  # fmt: skip
     return report
+
+
+def _with_ledgers(site_metrics: dict[str, dict[str, Any]], state: RunState) -> dict[str, dict[str, Any]]:
+    """Each site's last metrics, with ε and steps recomputed from its ledger: that includes
+    releases made after its last training reply (validator feedback)."""
+    out = {}
+    for name, metrics in site_metrics.items():
+        merged = dict(metrics)
+        if name in state.ledgers:
+            budget = SiteBudget.from_state(state.ledgers[name])
+            merged.update({"epsilon": budget.spent, "steps": budget.steps})
+        out[name] = merged
+    return out
+
+
+def _feedback_costs(state: RunState, watch: Watch) -> dict[str, Any]:
+    """Per site: how many validator feedback releases were made and charged."""
+    out: dict[str, Any] = {"rounds": sorted(int(r) for r in watch.feedback)}
+    for name, entry in sorted(state.ledgers.items()):
+        budget = SiteBudget.from_state(entry)
+        out[name] = {"releases": budget.feedback_given, "noise_multiplier": budget.feedback_noise}
+    return out
 
 
 def _log_progress(server_round: int, config: RunConfig, entry: Any, seconds: float) -> None:

@@ -6,25 +6,41 @@ import pandas as pd
 import torch
 from flwr.app import ArrayRecord
 
-from models.gan import GanShape, build_gan
+from models.gan import GanShape, Generator, build_gan
 from models.packing import unpack
+from privacy.histograms import Marginals
+from server.calibration import calibrated_sample
 from tabular.codec import TableCodec
 from tabular.schema import Schema
 
 _CHUNK = 50_000
 
 
-def sample_table(record: ArrayRecord, schema: Schema, shape: GanShape, rows: int, seed: int = 0) -> pd.DataFrame:
-    """``rows`` synthetic rows in the schema's columns and domain."""
+def load_generator(record: ArrayRecord, schema: Schema, shape: GanShape) -> tuple[Generator, TableCodec]:
     codec = TableCodec(schema)
     generator, discriminator = build_gan(codec, shape)
     unpack(record, generator, discriminator)
     generator.eval()
+    return generator, codec
+
+
+def sample_table(
+    record: ArrayRecord,
+    schema: Schema,
+    shape: GanShape,
+    rows: int,
+    seed: int = 0,
+    marginals: Marginals | None = None,
+) -> pd.DataFrame:
+    """``rows`` synthetic rows in the schema's columns and domain; calibrated when ``marginals`` are given."""
+    generator, codec = load_generator(record, schema, shape)
+    if rows == 0:
+        return pd.DataFrame({name: [] for name in schema.names})
+    if marginals is not None:
+        return calibrated_sample(generator, codec, marginals, rows, seed)
     rng = torch.Generator().manual_seed(seed)
     parts = []
     for start in range(0, rows, _CHUNK):
         n = min(_CHUNK, rows - start)
         parts.append(codec.decode(generator.sample(n, generator=rng).numpy()))
-    if not parts:
-        return pd.DataFrame({name: [] for name in schema.names})
     return pd.concat(parts, ignore_index=True)

@@ -9,13 +9,20 @@ networks are averaged each round. What it adds to Flower's ``FedAvg``:
   recorded, instead of one bad reply aborting the whole round;
 - a site that took no step this round (its privacy budget is spent) is left out
   of the average, since its weights would only pull the model back;
+- an update whose L2 distance to the global model is far beyond the round's
+  median distance (``outlier-factor``) is rejected and recorded before
+  aggregation;
 - per-site metrics of every round (ε spent, steps, losses) are kept for the
   report, keyed by the site's name.
+
+The combination itself is one method, ``combine``: the robust strategies in
+``strategies.robust`` (median, trimmed mean, multi-Krum) override only that.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,10 +30,9 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.supercore import log
 
 from fedsynth.errors import UserError
@@ -34,6 +40,8 @@ from fedsynth.errors import UserError
 SITE_RECORD = "site"
 WEIGHT_KEY = "num-examples"
 TRAINED_KEY = "trained-steps"
+DISTANCE_KEY = "update-distance"  # per-site figure added to the round log: L2 distance to the global model
+MIN_UPDATES_FOR_OUTLIERS = 3
 
 
 class SitesUnavailableError(UserError):
@@ -87,18 +95,91 @@ def check_reply(msg: Message, reference: ArrayRecord) -> str | None:
     return None
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(reason: str, limit: int = 300) -> str:
+    """One short line from a failed reply's reason (Flower's simulation wraps a Ray traceback around it)."""
+    text = _ANSI_ESCAPE.sub("", str(reason))
+    if "Message: " in text:  # Flower's ClientAppException: "... occurred. Message: <the site's own message>"
+        text = text.rsplit("Message: ", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[-1].rstrip("'>").strip() if lines else ""
+    return (line or "no reason given")[:limit]
+
+
+def flatten(record: ArrayRecord, keys: list[str]) -> np.ndarray:
+    """Every array of ``record``, in ``keys`` order, as one float64 vector."""
+    return np.concatenate([np.asarray(record[key].numpy(), dtype=np.float64).ravel() for key in keys])
+
+
+def unflatten(vector: np.ndarray, reference: ArrayRecord) -> ArrayRecord:
+    """The inverse of ``flatten`` over ``reference``'s keys, shapes and dtypes."""
+    arrays, start = {}, 0
+    for key, ref in reference.items():
+        value = ref.numpy()
+        arrays[key] = Array(np.asarray(vector[start : start + value.size].reshape(value.shape), dtype=value.dtype))
+        start += value.size
+    return ArrayRecord(arrays)
+
+
+def stack(records: list[ArrayRecord]) -> np.ndarray:
+    """The updates as rows of one (n, d) matrix, in the first record's key order."""
+    keys = list(records[0].keys())
+    return np.stack([flatten(record, keys) for record in records])
+
+
+def weighted_mean(records: list[ArrayRecord], weights: list[float]) -> ArrayRecord:
+    """FedAvg: the ``weights``-weighted mean of every coordinate."""
+    w = np.asarray(weights, dtype=np.float64)
+    return unflatten(w @ stack(records) / w.sum(), records[0])
+
+
+def norm_outliers(distances: list[float], factor: float) -> list[int]:
+    """Indices whose distance exceeds ``factor`` x the median distance (none with < 3 updates or factor 0)."""
+    if factor <= 0 or len(distances) < MIN_UPDATES_FOR_OUTLIERS:
+        return []
+    median = float(np.median(distances))
+    if median <= 0:  # at least half the updates equal the global model: no scale to judge by
+        return []
+    return [i for i, d in enumerate(distances) if d > factor * median]
+
+
 class GanFedAvg(FedAvg):
     """Weighted FedAvg of the packed G+D record with per-reply checks and a round log."""
 
-    def __init__(self, connect_timeout: float = 600.0, **kwargs: Any) -> None:
+    name = "fedavg"
+
+    def __init__(self, connect_timeout: float = 600.0, outlier_factor: float = 10.0, **kwargs: Any) -> None:
         kwargs.setdefault("fraction_evaluate", 0.0)
         kwargs.setdefault("weighted_by_key", WEIGHT_KEY)
         super().__init__(**kwargs)
         self.connect_timeout = connect_timeout
+        self.outlier_factor = outlier_factor
         self.history: list[RoundLog] = []
         self.node_names: dict[int, str] = {}
         self._global: ArrayRecord | None = None
         self._sampled: list[int] = []
+
+    def wait_for_sites(self, grid: Grid, label: str) -> list[int]:
+        """Connected node ids, once at least ``min_available_nodes`` are connected (bounded wait)."""
+        deadline = time.monotonic() + self.connect_timeout
+        while len(nodes := list(grid.get_node_ids())) < self.min_available_nodes:
+            if time.monotonic() > deadline:
+                raise SitesUnavailableError(
+                    f"{label}: only {len(nodes)} site(s) connected, "
+                    f"{self.min_available_nodes} needed (min-sites) within {self.connect_timeout:g}s"
+                )
+            time.sleep(0.5)
+        return nodes
+
+    def name_of(self, msg: Message) -> str:
+        """The site's name; a failed reply carries none, so use the name its node gave earlier."""
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            return self.node_names.get(node, site_name(msg))
+        self.node_names[node] = name = site_name(msg)
+        return name
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -109,14 +190,7 @@ class GanFedAvg(FedAvg):
         ends after ``connect_timeout`` seconds with a clear error instead.
         """
         self._global = arrays
-        deadline = time.monotonic() + self.connect_timeout
-        while len(nodes := list(grid.get_node_ids())) < self.min_available_nodes:
-            if time.monotonic() > deadline:
-                raise SitesUnavailableError(
-                    f"round {server_round}: only {len(nodes)} site(s) connected, "
-                    f"{self.min_available_nodes} needed (min-sites) within {self.connect_timeout:g}s"
-                )
-            time.sleep(0.5)
+        nodes = self.wait_for_sites(grid, f"round {server_round}")
         count = max(int(len(nodes) * self.fraction_train), min(self.min_train_nodes, len(nodes)))
         self._sampled = sorted(random.sample(nodes, count))
         config["server-round"] = server_round
@@ -133,11 +207,10 @@ class GanFedAvg(FedAvg):
         answered = {msg.metadata.src_node_id for msg in replies}
         entry.missing = [self.node_names.get(n, f"node-{n}") for n in self._sampled if n not in answered]
         for msg in replies:
-            name = site_name(msg)
-            self.node_names[msg.metadata.src_node_id] = name
+            name = self.name_of(msg)
             if msg.has_error():
-                entry.failed[name] = msg.error.reason
-                log(WARNING, "round %d: site %s failed: %s", server_round, name, msg.error.reason)
+                entry.failed[name] = failure_reason(msg.error.reason)
+                log(WARNING, "round %d: site %s failed: %s", server_round, name, entry.failed[name])
                 continue
             reason = check_reply(msg, self._global) if self._global is not None else None
             metrics = next(iter(msg.content.metric_records.values()), None)
@@ -151,15 +224,54 @@ class GanFedAvg(FedAvg):
                 entry.idle.append(name)
                 continue
             usable.append((name, msg.content))
+        usable = self._reject_norm_outliers(server_round, entry, usable)
         if not usable:
             log(WARNING, "round %d: no usable update; the global model is unchanged", server_round)
             return None, None
+        records = [_arrays(content) for _, content in usable]
+        weights = [float(_metrics(content)[self.weighted_by_key]) for _, content in usable]
+        arrays, used = self.combine(records, weights)
+        for index, (name, _) in enumerate(usable):
+            if index not in used:
+                entry.rejected[name] = f"left out by {self.name} (farthest from the other updates)"
+        usable = [usable[i] for i in sorted(used)]
         entry.aggregated = [name for name, _ in usable]
         contents = [content for _, content in usable]
-        arrays = aggregate_arrayrecords(contents, self.weighted_by_key)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        log(INFO, "round %d: averaged %d site update(s): %s", server_round, len(usable), ", ".join(entry.aggregated))
+        log(INFO, "round %d: combined %d site update(s) (%s): %s",
+            server_round, len(usable), self.name, ", ".join(entry.aggregated))  # fmt: skip
         return arrays, metrics
+
+    def combine(self, records: list[ArrayRecord], weights: list[float]) -> tuple[ArrayRecord, list[int]]:
+        """The new global record from the round's accepted updates, and the indices of those it used.
+
+        FedAvg: the mean weighted by each site's row count, over every array of both networks.
+        """
+        return weighted_mean(records, weights), list(range(len(records)))
+
+    def _reject_norm_outliers(
+        self, server_round: int, entry: RoundLog, usable: list[tuple[str, RecordDict]]
+    ) -> list[tuple[str, RecordDict]]:
+        """Drop (and record) updates whose distance to the global model dwarfs the round's median."""
+        if self._global is None or not usable:
+            return usable
+        keys = list(self._global.keys())
+        origin = flatten(self._global, keys)
+        distances = [float(np.linalg.norm(flatten(_arrays(content), keys) - origin)) for _, content in usable]
+        for (name, _), distance in zip(usable, distances, strict=True):
+            entry.sites.setdefault(name, {})[DISTANCE_KEY] = distance
+        outliers = set(norm_outliers(distances, self.outlier_factor))
+        if not outliers:
+            return usable
+        median = float(np.median(distances))
+        for index in sorted(outliers):
+            name, distance = usable[index][0], distances[index]
+            entry.rejected[name] = (
+                f"norm outlier: L2 distance {distance:.4g} to the global model is {distance / median:.1f}x "
+                f"the round's median {median:.4g} (outlier-factor {self.outlier_factor:g})"
+            )
+            log(WARNING, "round %d: update from %s rejected: %s", server_round, name, entry.rejected[name])
+        return [item for i, item in enumerate(usable) if i not in outliers]
 
     def latest_site_metrics(self) -> dict[str, dict[str, Any]]:
         """The most recent metrics each site reported (its cumulative ε among them)."""
@@ -167,3 +279,11 @@ class GanFedAvg(FedAvg):
         for entry in self.history:
             latest.update(entry.sites)
         return latest
+
+
+def _arrays(content: RecordDict) -> ArrayRecord:
+    return next(iter(content.array_records.values()))
+
+
+def _metrics(content: RecordDict) -> MetricRecord:
+    return next(iter(content.metric_records.values()))

@@ -18,6 +18,20 @@ import pandas as pd
 from tabular.schema import Column, Schema
 
 
+def warp(col: Column, values: np.ndarray) -> np.ndarray:
+    """A numeric column's values on the scale the schema declares (``log``: log1p above ``min``)."""
+    if col.transform == "log":
+        return np.log1p(values - col.min)
+    return values
+
+
+def unwarp(col: Column, values: np.ndarray) -> np.ndarray:
+    """Inverse of ``warp``."""
+    if col.transform == "log":
+        return np.expm1(values) + col.min
+    return values
+
+
 @dataclass(frozen=True)
 class Span:
     """Where one column lives in the encoded vector."""
@@ -50,20 +64,8 @@ class TableCodec:
         self.dim = start
 
     # Numeric scaling ---------------------------------------------------------
-    @staticmethod
-    def _warp(col: Column, values: np.ndarray) -> np.ndarray:
-        if col.transform == "log":
-            return np.log1p(values - col.min)
-        return values
-
-    @staticmethod
-    def _unwarp(col: Column, values: np.ndarray) -> np.ndarray:
-        if col.transform == "log":
-            return np.expm1(values) + col.min
-        return values
-
     def _warped_bounds(self, col: Column) -> tuple[float, float]:
-        lo, hi = self._warp(col, np.array([col.min, col.max], dtype=float))
+        lo, hi = warp(col, np.array([col.min, col.max], dtype=float))
         return float(lo), float(hi)
 
     # Public API --------------------------------------------------------------
@@ -74,7 +76,7 @@ class TableCodec:
             col = span.column
             if span.is_numeric:
                 lo, hi = self._warped_bounds(col)
-                warped = self._warp(col, frame[col.name].to_numpy(dtype=float))
+                warped = warp(col, frame[col.name].to_numpy(dtype=float))
                 out[:, span.start] = 2.0 * (warped - lo) / (hi - lo) - 1.0
             else:
                 index = {c: i for i, c in enumerate(col.categories)}
@@ -94,7 +96,7 @@ class TableCodec:
             if span.is_numeric:
                 lo, hi = self._warped_bounds(col)
                 scaled = np.clip(np.nan_to_num(block[:, 0], nan=0.0), -1.0, 1.0)
-                values = self._unwarp(col, lo + (scaled + 1.0) * (hi - lo) / 2.0)
+                values = unwarp(col, lo + (scaled + 1.0) * (hi - lo) / 2.0)
                 values = np.clip(values, col.min, col.max)
                 if col.type == "integer":
                     columns[col.name] = np.round(values).astype(np.int64)

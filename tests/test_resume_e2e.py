@@ -36,7 +36,12 @@ def site_epsilons(state: dict) -> dict[str, float]:
     return {name: SiteBudget.from_state(entry).spent for name, entry in state["ledgers"].items()}
 
 
+def live_server_apps() -> set[int]:
+    return {pid for pid in processes_matching("flwr-simulation") if is_alive(pid)}
+
+
 def test_kill_the_server_app_then_resume(tmp_path):
+    before = live_server_apps()
     out = tmp_path / "run"
     args = ["--rounds", str(ROUNDS), "--local-steps", "20", "--out", str(out), "--set", "batch-size=128"]
     first = subprocess.Popen([FEDSYNTH, "simulate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -49,7 +54,7 @@ def test_kill_the_server_app_then_resume(tmp_path):
     else:
         first.kill()
         pytest.fail("the first run never completed two rounds")
-    killed = [pid for pid in processes_matching("flwr-simulation") if is_alive(pid)]
+    killed = sorted(live_server_apps() - before)
     assert killed, "no ServerApp process to kill"
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
@@ -82,4 +87,8 @@ def test_kill_the_server_app_then_resume(tmp_path):
     # Validator-free outputs are the same in form as an uninterrupted run's.
     assert (out / "synthetic.csv").is_file() and (out / "checkpoints" / "final.pt").is_file()
     assert len(list((out / "checkpoints").glob("round-*.pt"))) == ROUNDS
-    assert not [pid for pid in processes_matching("flwr-simulation") if is_alive(pid)]
+    # The DP histograms were measured (and paid for) once, not again on resume.
+    final_state = read_state(out)
+    for ledger in final_state["ledgers"].values():
+        assert ledger["history-rate"].count(1.0) == 1
+    assert live_server_apps() <= before, "a ServerApp process was left running"

@@ -1,0 +1,110 @@
+"""Round 0: collect the sites' DP histograms and build the federation's marginals.
+
+Each site answers a Flower query message with its noisy one-way histograms
+(``client.client_app.measure``), already charged to its own accountant. The
+server only sums them; the result is public and is kept in the run state (so a
+resumed run does not measure, and pay, again) and in the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from logging import INFO
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from client.client_app import LEDGERS_KEY
+from fedsynth.config import RunConfig
+from fedsynth.errors import UserError
+from privacy.histograms import Marginals, schema_bins
+from server.run_state import RunState
+from server.validation import Participation
+from strategies.gan_fedavg import GanFedAvg, site_name
+from tabular.schema import Schema
+
+MARGINALS_STATE = "marginals"
+
+
+class MeasurementFailedError(UserError):
+    """Too few sites released their histograms."""
+
+
+def measure_marginals(
+    grid: Grid,
+    strategy: GanFedAvg,
+    config: RunConfig,
+    schema: Schema,
+    fields: dict,
+    state: RunState,
+    participation: Participation,
+) -> Marginals | None:
+    """The DP marginals of this run: measured now, or restored from the run state."""
+    if config.measure_fraction == 0:
+        return None
+    if MARGINALS_STATE in state.extra:
+        return Marginals.from_state(schema, state.extra[MARGINALS_STATE]["marginals"], config.measure_bins)
+    nodes = strategy.wait_for_sites(grid, "measurement")
+    query = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), "server-round": 0})
+    messages = [
+        Message(RecordDict({"config": query}), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes
+    ]
+    replies, excluded = participation.screen(grid.send_and_receive(messages, timeout=config.round_timeout))
+    layout = schema_bins(schema, config.measure_bins)
+    sums = [np.zeros(spec.size) for spec in layout]
+    variance, sites, failed = 0.0, [], {}
+    for msg in replies:
+        name = site_name(msg)
+        if msg.has_error():
+            failed[name] = msg.error.reason
+            continue
+        histograms = msg.content.array_records["histograms"]
+        for spec in layout:
+            values = histograms[spec.column.name].numpy()
+            if values.shape != (spec.size,) or not np.all(np.isfinite(values)):
+                failed[name] = f"histogram of '{spec.column.name}' has the wrong shape or non-finite values"
+                break
+        else:
+            for i, spec in enumerate(layout):
+                sums[i] += histograms[spec.column.name].numpy()
+            variance += float(msg.content.metric_records["metrics"]["noise-std"]) ** 2
+            sites.append(name)
+            budget = msg.content.config_records["site"].get("budget")
+            if budget:
+                state.ledgers[name] = json.loads(str(budget))
+    failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
+    if len(sites) < config.min_replies:
+        raise MeasurementFailedError(
+            f"measurement: {len(sites)} site(s) released histograms, {config.min_replies} needed (min-replies); "
+            f"failed: {failed or 'none'}"
+        )
+    noise_std = math.sqrt(variance)
+    marginals = Marginals.from_noisy_counts(layout, sums, noise_std)
+    state.extra[MARGINALS_STATE] = {
+        "marginals": marginals.to_state(),
+        "sites": sites,
+        "failed": failed,
+        "noise_std_per_count": noise_std,
+    }
+    log(INFO, "fedsynth: measured DP histograms from %d site(s) (noise std %.1f per count)", len(sites), noise_std)
+    return marginals
+
+
+def measurement_summary(config: RunConfig, state: RunState) -> dict:
+    """What the report says about the histogram release."""
+    if MARGINALS_STATE not in state.extra:
+        return {"released": False}
+    entry = state.extra[MARGINALS_STATE]
+    return {
+        "released": True,
+        "what": "one-way histograms of every column, Gaussian mechanism, charged to each site's accountant",
+        "budget_fraction": config.measure_fraction,
+        "bins_per_numeric_column": config.measure_bins,
+        "sites": entry["sites"],
+        "failed": entry["failed"],
+        "noise_std_per_count": entry["noise_std_per_count"],
+        "used_for": ["calibration of the synthetic table"] if config.calibrate else [],
+    }

@@ -1,0 +1,163 @@
+"""The server side of the validator: participation, collapse watch, site feedback, release gate.
+
+The server never holds real data, so it splits the work:
+
+- what needs no real data it does itself: after every round it samples the
+  global generator and scores the sample's health (category coverage, entropy,
+  duplicates, spread, clusters); a collapse rule decides whether to record,
+  stop (keeping the best round) or roll back with a lower learning rate;
+- what needs real data it asks the sites for, with a Flower evaluate message
+  carrying a synthetic sample: DP-noised fidelity scores (charged to each site's
+  accountant) every ``validator-feedback-every`` rounds, and, once at the end,
+  counts of released rows that copy or come close to a real row;
+- participation: sites declare a jurisdiction; updates from a site the policy
+  does not admit are dropped and the site is not asked again (the site also
+  refuses on its own).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from client.client_app import PURPOSE_KEY, SYNTHETIC_KEY, THRESHOLD_KEY
+from strategies.gan_fedavg import site_name
+from validator.policy import Policy, ReleaseRules
+from validator.release import ReleaseDecision, apply_release_rules, prepare_release
+from validator.sovereignty import epsilon_caps_rule, participation_rule
+
+DEFAULT_POLICY = Policy(allowed_jurisdictions=(), release=ReleaseRules(no_copies=True), name="default",
+                        description="no policy given: every site admitted; no released row may copy a real one",
+                        source="<default>")  # fmt: skip
+
+
+@dataclass
+class Participation:
+    """Who declared which jurisdiction, who is excluded, who contributed."""
+
+    policy: Policy | None
+    declared: dict[str, str | None] = field(default_factory=dict)
+    excluded_nodes: dict[int, str] = field(default_factory=dict)
+    contributed: set[str] = field(default_factory=set)
+
+    def screen(self, replies: Iterable[Message]) -> tuple[list[Message], dict[str, str]]:
+        """Drop replies from sites the policy does not admit; learn every site's jurisdiction."""
+        kept, excluded = [], {}
+        for msg in replies:
+            name = site_name(msg)
+            if msg.has_content() and "site" in msg.content.config_records:
+                self.declared[name] = str(msg.content.config_records["site"].get("jurisdiction", "")) or None
+            jurisdiction = self.declared.get(name)
+            if self.policy is not None and msg.has_content() and not self.policy.admits(jurisdiction):
+                reason = f"jurisdiction {jurisdiction!r} not allowed by the policy"
+                excluded[name] = reason
+                self.excluded_nodes[msg.metadata.src_node_id] = name
+                log(WARNING, "fedsynth: excluded %s: %s", name, reason)
+                continue
+            if msg.has_error() and "not allowed by the federation policy" in (msg.error.reason or ""):
+                self.excluded_nodes[msg.metadata.src_node_id] = name
+            kept.append(msg)
+        return kept, excluded
+
+    def without_excluded(self, messages: Iterable[Message]) -> list[Message]:
+        return [m for m in messages if m.metadata.dst_node_id not in self.excluded_nodes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "declared": self.declared,
+            "excluded_nodes": {str(k): v for k, v in self.excluded_nodes.items()},
+            "contributed": sorted(self.contributed),
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.declared.update(data.get("declared", {}))
+        self.excluded_nodes.update({int(k): v for k, v in data.get("excluded_nodes", {}).items()})
+        self.contributed.update(data.get("contributed", []))
+
+
+def ask_sites(
+    grid: Grid, nodes: list[int], fields: dict[str, Any], timeout: float, ledgers: dict[str, Any] | None = None
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Send an evaluate message to ``nodes``; return each site's answer and each failure.
+
+    A site's updated privacy ledger, when it sends one, is stored in ``ledgers``.
+    """
+    record = ConfigRecord(fields)
+    messages = [
+        Message(RecordDict({"config": record}), dst_node_id=node, message_type=MessageType.EVALUATE) for node in nodes
+    ]
+    answers: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for msg in grid.send_and_receive(messages, timeout=timeout):
+        name = site_name(msg)
+        if msg.has_error():
+            failures[name] = msg.error.reason or "error"
+        else:
+            answer: dict[str, Any] = {}
+            for records in (msg.content.metric_records, msg.content.config_records):
+                for key, values in records.items():
+                    if key != "site":
+                        answer.update(dict(values))
+            answers[name] = answer
+            site = msg.content.config_records.get("site")
+            if ledgers is not None and site is not None and site.get("budget"):
+                ledgers[name] = json.loads(str(site["budget"]))
+    return answers, failures
+
+
+def combine_feedback(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean of the sites' noisy scores, weighted by their row counts (refusals left out)."""
+    usable = {name: a for name, a in answers.items() if not a.get("refused")}
+    if not usable:
+        return {"sites": sorted(answers), "refused": sorted(answers), "values": {}}
+    weights = np.array([float(a.get("num-examples", 1)) for a in usable.values()])
+    keys = sorted({k for a in usable.values() for k in a if k.startswith("value:")})
+    values = {
+        key[len("value:") :]: float(np.average([a.get(key, np.nan) for a in usable.values()], weights=weights))
+        for key in keys
+    }
+    refused = sorted(name for name, a in answers.items() if a.get("refused"))
+    return {"sites": sorted(usable), "refused": refused, "values": values}
+
+
+def release_gate(
+    grid: Grid,
+    nodes: list[int],
+    table: pd.DataFrame,
+    policy: Policy,
+    schema_fields: dict[str, Any],
+    participation: Participation,
+    epsilons: dict[str, float],
+    run_epsilon: float,
+    timeout: float,
+    schema: Any,
+) -> ReleaseDecision:
+    """Ask each site to count copies and near-copies of the released table; decide the release."""
+    released, _ = prepare_release(table, policy, schema)
+    fields = {
+        **schema_fields,
+        PURPOSE_KEY: "release-check",
+        SYNTHETIC_KEY: released.to_csv(index=False),
+        THRESHOLD_KEY: float(policy.release.min_distance),
+    }
+    counts, failures = ask_sites(grid, nodes, fields, timeout)
+    for name, reason in failures.items():
+        log(WARNING, "fedsynth: release check failed at %s: %s", name, reason)
+    expected = sorted(set(counts) | set(failures))
+    other_rules = {}
+    if policy is not DEFAULT_POLICY:
+        other_rules["participation"] = participation_rule(policy, participation.declared, participation.contributed)
+        other_rules["epsilon_caps"] = epsilon_caps_rule(policy, participation.declared, epsilons, run_epsilon)
+    decision = apply_release_rules(table, policy, schema, counts, expected_sites=expected, other_rules=other_rules)
+    log(INFO, "fedsynth: release %s%s", "approved" if decision.approved else "WITHHELD",
+        "" if decision.approved else ": " + "; ".join(decision.reasons))  # fmt: skip
+    return decision
