@@ -101,6 +101,8 @@ def _site_budget(context: Context, config: RunConfig, site: SiteData, record: Co
     epsilon = config.epsilon
     if policy is not None and site.jurisdiction is not None:
         epsilon = min(epsilon, policy.epsilon_cap(site.jurisdiction, epsilon))
+    if "epsilon" in context.node_config:  # a site may always ask for less than the federation offers
+        epsilon = min(epsilon, float(context.node_config["epsilon"]))
     feedback = 0.0
     if config.feedback_rounds:
         columns = len(schema_from_text(str(record[SCHEMA_KEY])).columns)
@@ -172,6 +174,7 @@ def train(msg: Message, context: Context) -> Message:
     metrics = MetricRecord(
         {
             "num-examples": len(site.frame),
+            "unit-weight": 1,
             "trained-steps": outcome.trained_steps,
             "steps": outcome.budget.steps,
             "max-steps": outcome.budget.max_steps,

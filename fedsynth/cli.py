@@ -320,6 +320,43 @@ def evaluate(
             typer.echo(f"Report: {out}")
 
 
+ledger_app = typer.Typer(no_args_is_help=True, help="Read a site's privacy ledger.")
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("show")
+def ledger_show(
+    path: Annotated[Path, typer.Argument(help="The ledger file a SuperNode keeps (node config 'ledger')")],
+) -> None:
+    """Print what a site has spent, computed from its ledger by Opacus's accountant."""
+    from privacy.ledger import read_ledger_file
+
+    with user_errors():
+        if not path.is_file():
+            raise UserError(f"{path}: ledger file not found")
+        try:
+            budget = read_ledger_file(path)
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from None
+        typer.echo(
+            json.dumps(
+                {
+                    "epsilon": budget.spent,
+                    "epsilon_budget": budget.epsilon,
+                    "delta": budget.delta,
+                    "accountant": budget.accountant,
+                    "dp_sgd_steps": budget.steps,
+                    "max_steps": budget.max_steps,
+                    "histogram_release": budget.measured,
+                    "validator_feedback_releases": budget.feedback_given,
+                    "noise_multiplier": budget.noise_multiplier,
+                    "sample_rate": budget.sample_rate,
+                },
+                indent=2,
+            )
+        )
+
+
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")

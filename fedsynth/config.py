@@ -48,6 +48,8 @@ class RunConfig:
     delta: float = 1e-5
     accountant: str = "prv"
     max_grad_norm: float = 1.0
+    client_dp_noise: float = 0.0  # client-level DP noise multiplier z on the site updates; 0: off
+    client_dp_clip: float = 1.0  # client-level DP: L2 norm each site's whole G+D update is clipped to
     measure_fraction: float = 0.15  # share of ε (as if spent alone) for DP histograms; 0: none
     measure_bins: int = 32  # interval bins per numeric column in those histograms
     calibrate: bool = True  # match the generator's output to the DP marginals (post-processing)
@@ -141,6 +143,12 @@ class RunConfig:
             fail("trim-fraction", "must be in [0, 0.5)")
         if not (math.isfinite(self.outlier_factor) and (self.outlier_factor == 0 or self.outlier_factor >= 1)):
             fail("outlier-factor", "must be 0 (off) or a number of at least 1")
+        if not (math.isfinite(self.client_dp_noise) and self.client_dp_noise >= 0):
+            fail("client-dp-noise", "must be 0 (off) or a positive number")
+        if not (math.isfinite(self.client_dp_clip) and self.client_dp_clip > 0):
+            fail("client-dp-clip", "must be a positive number")
+        if self.client_dp_noise > 0 and self.aggregation != "fedavg":
+            fail("aggregation", "must be fedavg with client-level DP (the noise assumes a plain mean)")
         if self.validator_action not in VALIDATOR_ACTIONS:
             fail("validator-action", f"must be one of {', '.join(VALIDATOR_ACTIONS)}")
         if self.validator_rows < 10:

@@ -37,8 +37,9 @@ from server.report import build_report, json_safe, write_json
 from server.run_state import RunState
 from server.sampling import sample_table
 from server.validation import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
+from strategies.client_dp import client_level_section, wrap_client_dp
 from strategies.factory import build_strategy
-from strategies.gan_fedavg import GanFedAvg, site_name
+from strategies.gan_fedavg import GanFedAvg, RoundLog, site_name
 from tabular.codec import TableCodec
 from tabular.datasets import resolve_schema_path
 from tabular.schema import Schema, dump_schema_text, load_schema
@@ -156,6 +157,11 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
     if policy is not None:
         fields[POLICY_KEY] = Path(config.policy).read_text(encoding="utf-8")
     marginals = measure_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation)
+    trainer = strategy
+    if config.client_dp_noise > 0:
+        sites = len(_admitted_nodes_after_wait(grid, strategy, watch))
+        trainer = wrap_client_dp(strategy, config, sites)
+        state.extra.setdefault("client_dp", {"sites": sites, "releases": 0})
     failed_in_a_row = 0
 
     for server_round in range(state.completed_round + 1, config.rounds + 1):
@@ -163,13 +169,17 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
         train_config = ConfigRecord(
             {**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale}
         )
-        messages = strategy.configure_train(server_round, arrays, train_config, grid)
+        messages = trainer.configure_train(server_round, arrays, train_config, grid)
         replies = list(grid.send_and_receive(watch.participation.without_excluded(messages),
                                              timeout=config.round_timeout))  # fmt: skip
         _collect_ledgers(replies, state)
         replies, excluded = watch.participation.screen(replies)
-        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        aggregated, _ = trainer.aggregate_train(server_round, replies)
+        if not strategy.history or strategy.history[-1].round != server_round:
+            strategy.history.append(RoundLog(round=server_round, failed={"all": "client-level DP skipped the round"}))
         entry = strategy.history[-1]
+        if aggregated is not None and "client_dp" in state.extra:
+            state.extra["client_dp"]["releases"] += 1  # one Gaussian mechanism on the site updates
         entry.failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
         entry.missing = [n for n in entry.missing if n not in watch.participation.excluded_nodes.values()]
         if aggregated is not None and len(entry.aggregated) >= config.min_replies:
@@ -218,6 +228,11 @@ def _round_arrays(fed: Federation, server_round: int | None) -> ArrayRecord:
     if not server_round:
         return pack(*build_gan(TableCodec(fed.schema), fed.shape, seed=fed.config.seed))
     return load_checkpoint(fed.checkpoints / f"round-{server_round:03d}.pt")["record"]
+
+
+def _admitted_nodes_after_wait(grid: Grid, strategy: GanFedAvg, watch: Watch) -> list[int]:
+    strategy.wait_for_sites(grid, "client-level DP")
+    return _admitted_nodes(grid, watch)
 
 
 def _admitted_nodes(grid: Grid, watch: Watch) -> list[int]:
@@ -292,6 +307,9 @@ def _finish(
     report = build_report(config, site_metrics, strategy.history, timings, outputs)
     report["privacy"]["measurement"] = measurement_summary(config, state)
     report["privacy"]["validator_feedback"] = _feedback_costs(state, watch)
+    if "client_dp" in state.extra:
+        entry = state.extra["client_dp"]
+        report["privacy"]["client_level"] = client_level_section(config, entry["sites"], entry["releases"])
     report["validator"] = {**watch.history.to_dict(), "site_feedback": watch.feedback}
     report["sovereignty"] = sovereignty_section(policy, decision)
     report["release"] = release_section(decision, "synthetic.csv")
