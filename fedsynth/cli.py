@@ -159,7 +159,8 @@ def _run_and_report(plan, out_dir: Path, verbose: bool) -> None:
         report_path.unlink()  # a resumed run writes a fresh report at its end
     result = run_simulation(plan.config, plan.num_sites, echo=lambda s: typer.echo(f"  {s}"), verbose=verbose)
     if not report_path.exists():
-        reason = result.errors[-1] if result.errors else f"flwr exited with code {result.returncode}"
+        known = result.errors or result.flower_errors
+        reason = known[-1] if known else f"flwr exited with code {result.returncode}"
         raise UserError(f"simulation did not finish: {reason} (rerun with --verbose for Flower's log)")
     _print_summary(json.loads(report_path.read_text()), out_dir, result.seconds)
 

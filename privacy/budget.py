@@ -70,7 +70,10 @@ def _sgd_noise(epsilon: float, delta: float, sample_rate: float, steps: int, acc
             )
         )
     if epsilon_of(prefix, delta, accountant) >= epsilon:
-        raise ValueError("the measurement alone would spend the whole budget")
+        raise ValueError(
+            f"the planned releases (DP histograms, validator feedback) alone would spend the whole budget "
+            f"ε={epsilon:g}; lower measure-fraction or validator-feedback-every, or raise validator-feedback-noise"
+        )
     low, high = 0.0, 1.0
     while epsilon_of([*prefix, (high, sample_rate, steps)], delta, accountant) > epsilon:
         low, high = high, high * 2

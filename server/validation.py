@@ -18,6 +18,7 @@ The server never holds real data, so it splits the work:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
@@ -38,6 +39,10 @@ from validator.sovereignty import epsilon_caps_rule, participation_rule
 DEFAULT_POLICY = Policy(allowed_jurisdictions=(), release=ReleaseRules(no_copies=True), name="default",
                         description="no policy given: every site admitted; no released row may copy a real one",
                         source="<default>")  # fmt: skip
+
+
+# How client.client_app.NotAdmittedError phrases a refusal (it reaches the server only as text).
+_REFUSAL = re.compile(r"site (\S+): jurisdiction '([^']*)' is not allowed by the federation policy")
 
 
 @dataclass
@@ -63,8 +68,13 @@ class Participation:
                 self.excluded_nodes[msg.metadata.src_node_id] = name
                 log(WARNING, "fedsynth: excluded %s: %s", name, reason)
                 continue
-            if msg.has_error() and "not allowed by the federation policy" in (msg.error.reason or ""):
+            refusal = _REFUSAL.search(msg.error.reason or "") if msg.has_error() else None
+            if refusal is not None:  # the site refused on its own; its error names it and its jurisdiction
+                name, jurisdiction = refusal.group(1), refusal.group(2)
+                self.declared[name] = jurisdiction
                 self.excluded_nodes[msg.metadata.src_node_id] = name
+                excluded[name] = f"refused: jurisdiction {jurisdiction!r} not allowed by the policy"
+                continue
             kept.append(msg)
         return kept, excluded
 

@@ -44,7 +44,8 @@ PROGRESS_MARK = "fedsynth:"
 class SimulationResult:
     returncode: int
     seconds: float
-    errors: list[str]
+    errors: list[str]  # fedsynth's own one-line errors, from the ServerApp
+    flower_errors: list[str]  # other error lines in Flower's log
 
 
 def free_port() -> int:
@@ -223,6 +224,7 @@ def run_simulation(
     claim_output_folder(out, port)
     started = time.time()
     errors: list[str] = []
+    flower_errors: list[str] = []
     try:
         write_flower_home(flwr_home)
         run_config = flwr_home / "run-config.toml"
@@ -239,8 +241,8 @@ def run_simulation(
         ) as proc:
             lines: queue.Queue[str | None] = queue.Queue()
             threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
-            _follow(proc, lines, port, echo, verbose, errors)
-        return SimulationResult(proc.returncode, time.time() - started, errors)
+            _follow(proc, lines, port, echo, verbose, errors, flower_errors)
+        return SimulationResult(proc.returncode, time.time() - started, errors, flower_errors)
     finally:
         stop_local_superlink(flwr_home, port)
         release_output_folder(out)
@@ -261,6 +263,7 @@ def _follow(
     echo: Callable[[str], None],
     verbose: bool,
     errors: list[str],
+    flower_errors: list[str],
 ) -> None:
     """Echo progress lines; stop the run if its ServerApp process has died."""
     previous, seen, dead_checks, last_check = "", False, 0, 0.0
@@ -282,7 +285,7 @@ def _follow(
         elif line and verbose:
             echo(line)
         elif "ERROR" in line or "Traceback" in line:
-            errors.append(line)
+            flower_errors.append(line)
         if time.time() - last_check >= 1.0:
             last_check = time.time()
             if _server_app_pids(port):
