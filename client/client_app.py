@@ -189,7 +189,11 @@ def train(msg: Message, context: Context) -> Message:
         }
     )
     reply = RecordDict(
-        {"arrays": pack(generator, discriminator), "metrics": metrics, "site": _site_record(site, outcome.budget)}
+        {
+            "arrays": pack(generator, discriminator, config.transfer_dtype),
+            "metrics": metrics,
+            "site": _site_record(site, outcome.budget),
+        }
     )
     return Message(reply, reply_to=msg)
 

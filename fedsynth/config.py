@@ -43,6 +43,7 @@ class RunConfig:
     krum_byzantine: int = 1  # krum: f, the updates assumed hostile; the n - f best are averaged
     outlier_factor: float = 10.0  # reject an update farther from the global model than this x the median; 0: off
     local_steps: int = 50  # DP discriminator steps per site per round
+    transfer_dtype: str = "float32"  # float32 | float16: the type model weights travel in
     # Privacy (record-level, per site).
     epsilon: float = 1.0
     delta: float = 1e-5
@@ -149,6 +150,8 @@ class RunConfig:
             fail("client-dp-clip", "must be a positive number")
         if self.client_dp_noise > 0 and self.aggregation != "fedavg":
             fail("aggregation", "must be fedavg with client-level DP (the noise assumes a plain mean)")
+        if self.transfer_dtype not in ("float32", "float16"):
+            fail("transfer-dtype", "must be float32 or float16")
         if self.validator_action not in VALIDATOR_ACTIONS:
             fail("validator-action", f"must be one of {', '.join(VALIDATOR_ACTIONS)}")
         if self.validator_rows < 10:

@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from torch import nn
 
 GENERATOR_PREFIX = "G."
@@ -23,13 +23,24 @@ class UpdateShapeError(ValueError):
     """An update's keys or shapes do not match the model."""
 
 
-def pack(generator: nn.Module, discriminator: nn.Module) -> ArrayRecord:
-    """Both networks' weights as one ``ArrayRecord`` with ``G.``/``D.`` prefixes."""
+TRANSFER_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def pack(generator: nn.Module, discriminator: nn.Module, dtype: str = "float32") -> ArrayRecord:
+    """Both networks' weights as one ``ArrayRecord`` with ``G.``/``D.`` prefixes, sent as ``dtype``."""
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for prefix, module in ((GENERATOR_PREFIX, generator), (DISCRIMINATOR_PREFIX, discriminator)):
         for key, tensor in module.state_dict().items():
             state[prefix + key] = tensor.detach().cpu()
-    return ArrayRecord(state)
+    return cast_record(ArrayRecord(state), dtype)
+
+
+def cast_record(record: ArrayRecord, dtype: str) -> ArrayRecord:
+    """The same arrays in another float type (float16 halves what travels; the server averages in float32)."""
+    target = TRANSFER_DTYPES[dtype]
+    if all(array.numpy().dtype == target for array in record.values()):
+        return record
+    return ArrayRecord({key: Array(array.numpy().astype(target)) for key, array in record.items()})
 
 
 def split(record: ArrayRecord) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

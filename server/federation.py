@@ -28,7 +28,7 @@ from client.client_app import LEDGERS_KEY, LR_SCALE_KEY, POLICY_KEY, PURPOSE_KEY
 from fedsynth.config import RunConfig
 from fedsynth.errors import CheckpointError, UserError
 from models.gan import GanShape, build_gan
-from models.packing import pack
+from models.packing import cast_record, pack
 from privacy.budget import SiteBudget
 from privacy.histograms import Marginals
 from server.checkpoints import checkpoint_calibration, load_checkpoint, save_checkpoint
@@ -169,7 +169,8 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
         train_config = ConfigRecord(
             {**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale}
         )
-        messages = trainer.configure_train(server_round, arrays, train_config, grid)
+        sent = cast_record(arrays, config.transfer_dtype)
+        messages = trainer.configure_train(server_round, sent, train_config, grid)
         replies = list(grid.send_and_receive(watch.participation.without_excluded(messages),
                                              timeout=config.round_timeout))  # fmt: skip
         _collect_ledgers(replies, state)
@@ -183,7 +184,7 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
         entry.failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
         entry.missing = [n for n in entry.missing if n not in watch.participation.excluded_nodes.values()]
         if aggregated is not None and len(entry.aggregated) >= config.min_replies:
-            arrays = aggregated
+            arrays = cast_record(aggregated, "float32")  # the server's copy stays in full precision
             watch.participation.contributed.update(entry.aggregated)
             failed_in_a_row = 0
         else:

@@ -125,3 +125,17 @@ def test_latest_site_metrics_follow_the_last_round(global_record):
     strategy.aggregate_train(1, [reply(1, scaled(global_record, 1.0))])
     strategy.aggregate_train(2, [reply(1, scaled(global_record, 1.0), examples=50)])
     assert strategy.latest_site_metrics()["site-1"]["num-examples"] == 50
+
+
+def test_float16_transfer_halves_the_update_and_unpacks_to_float32(small_schema):
+    codec = TableCodec(small_schema)
+    shape = GanShape(codec.dim, noise_dim=4, generator_hidden=8, discriminator_hidden=8)
+    gen, disc = build_gan(codec, shape, seed=1)
+    full, half = pack(gen, disc), pack(gen, disc, "float16")
+    assert half.count_bytes() < 0.6 * full.count_bytes()
+    gen2, disc2 = build_gan(codec, shape, seed=2)
+    unpack(half, gen2, disc2)
+    for key, value in gen.state_dict().items():
+        restored = gen2.state_dict()[key]
+        assert restored.dtype == value.dtype
+        assert np.allclose(restored.numpy(), value.numpy(), rtol=1e-3, atol=1e-4)
