@@ -14,6 +14,7 @@ accountant, so ε is cumulative over the whole run (and across a resume).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,42 @@ def _sgd_noise(epsilon: float, delta: float, sample_rate: float, steps: int, acc
     return high
 
 
+@functools.lru_cache(maxsize=256)
+def _plan(
+    epsilon: float,
+    delta: float,
+    sample_rate: float,
+    planned_steps: int,
+    accountant: str,
+    measure_fraction: float,
+    feedback_noise: float,
+    feedback_releases: int,
+) -> tuple[float, int, float]:
+    """(DP-SGD noise, max steps, measurement noise): a pure function of the plan's inputs.
+
+    Cached, because accounting searches cost seconds and the many simulated sites of
+    an IID split share one sampling rate.
+    """
+    prefix: History = []
+    measure_noise = 0.0
+    if measure_fraction > 0:
+        measure_noise = float(
+            get_noise_multiplier(
+                target_epsilon=measure_fraction * epsilon,
+                target_delta=delta,
+                sample_rate=1.0,
+                steps=1,
+                accountant=accountant,
+            )
+        )
+        prefix = [(measure_noise, 1.0, 1)]
+    if feedback_releases and feedback_noise > 0:
+        prefix.append((feedback_noise, 1.0, feedback_releases))
+    noise = _sgd_noise(epsilon, delta, sample_rate, planned_steps, accountant, prefix)
+    max_steps = _max_steps(noise, sample_rate, epsilon, delta, accountant, planned_steps, prefix)
+    return noise, max_steps, measure_noise
+
+
 @dataclass
 class SiteBudget:
     """The planned noise and the cumulative spending of one site.
@@ -126,23 +163,9 @@ class SiteBudget:
         histograms; ``feedback_releases`` validator feedback releases at noise multiplier
         ``feedback_noise`` are reserved too; DP-SGD gets what remains under composition.
         """
-        prefix: History = []
-        measure_noise = 0.0
-        if measure_fraction > 0:
-            measure_noise = float(
-                get_noise_multiplier(
-                    target_epsilon=measure_fraction * epsilon,
-                    target_delta=delta,
-                    sample_rate=1.0,
-                    steps=1,
-                    accountant=accountant,
-                )
-            )
-            prefix = [(measure_noise, 1.0, 1)]
-        if feedback_releases and feedback_noise > 0:
-            prefix.append((feedback_noise, 1.0, feedback_releases))
-        noise = _sgd_noise(epsilon, delta, sample_rate, planned_steps, accountant, prefix)
-        max_steps = _max_steps(noise, sample_rate, epsilon, delta, accountant, planned_steps, prefix)
+        noise, max_steps, measure_noise = _plan(
+            epsilon, delta, sample_rate, planned_steps, accountant, measure_fraction, feedback_noise, feedback_releases
+        )
         return cls(
             epsilon, delta, accountant, noise, float(sample_rate), max_steps,
             measure_noise=measure_noise, feedback_noise=feedback_noise if feedback_releases else 0.0,
