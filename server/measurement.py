@@ -23,7 +23,7 @@ from fedsynth.errors import UserError
 from privacy.histograms import Marginals, schema_bins
 from server.run_state import RunState
 from server.validation import Participation
-from strategies.gan_fedavg import GanFedAvg, site_name
+from strategies.gan_fedavg import GanFedAvg
 from tabular.schema import Schema
 
 MARGINALS_STATE = "marginals"
@@ -57,7 +57,7 @@ def measure_marginals(
     sums = [np.zeros(spec.size) for spec in layout]
     variance, sites, failed = 0.0, [], {}
     for msg in replies:
-        name = site_name(msg)
+        name = strategy.name_of(msg)  # the strategy learns every site's name before round 1
         if msg.has_error():
             failed[name] = msg.error.reason
             continue

