@@ -23,7 +23,7 @@ from fedsynth.errors import UserError
 from privacy.histograms import Marginals, schema_bins
 from server.run_state import RunState
 from server.validation import Participation
-from strategies.gan_fedavg import GanFedAvg
+from strategies.gan_fedavg import GanFedAvg, failure_reason
 from tabular.schema import Schema
 
 MARGINALS_STATE = "marginals"
@@ -59,7 +59,7 @@ def measure_marginals(
     for msg in replies:
         name = strategy.name_of(msg)  # the strategy learns every site's name before round 1
         if msg.has_error():
-            failed[name] = msg.error.reason
+            failed[name] = failure_reason(msg.error.reason)
             continue
         histograms = msg.content.array_records["histograms"]
         for spec in layout:

@@ -31,7 +31,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from client.client_app import PURPOSE_KEY, SYNTHETIC_KEY, THRESHOLD_KEY
-from strategies.gan_fedavg import site_name
+from strategies.gan_fedavg import failure_reason, site_name
 from validator.policy import Policy, ReleaseRules
 from validator.release import ReleaseDecision, apply_release_rules, prepare_release
 from validator.sovereignty import epsilon_caps_rule, participation_rule
@@ -110,7 +110,7 @@ def ask_sites(
     for msg in grid.send_and_receive(messages, timeout=timeout):
         name = site_name(msg)
         if msg.has_error():
-            failures[name] = msg.error.reason or "error"
+            failures[name] = failure_reason(msg.error.reason or "error")
         else:
             answer: dict[str, Any] = {}
             for records in (msg.content.metric_records, msg.content.config_records):
