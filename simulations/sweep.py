@@ -507,8 +507,11 @@ def results_markdown(frame: pd.DataFrame, config: SweepConfig) -> str:
     failed = frame[frame["error"].notna()]
     if len(failed):
         lines += ["", f"{len(failed)} cell(s) failed (rerun the sweep to retry them):", ""]
-        lines += [f"- {r.method} ε={r.epsilon} {r.partition} sites={r.sites} seed={r.seed}: {r.error}"
-                  for r in failed.itertuples()]  # fmt: skip
+        for r in failed.itertuples():
+            where = " ".join(str(v) for v in (r.partition, None if pd.isna(r.sites) else f"sites={r.sites}")
+                             if v is not None and not pd.isna(v))  # fmt: skip
+            eps = "" if pd.isna(r.epsilon) else f" ε={r.epsilon:g}"
+            lines.append(f"- {r.method}{eps} {where} seed={r.seed}: {r.error}".replace("  ", " "))
     return "\n".join(lines) + "\n"
 
 
