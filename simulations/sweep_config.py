@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fedsynth.config import RunConfig
 from fedsynth.errors import ConfigError, UserError
 from simulations.partitioning import PartitionSpec, parse_partition
 from tabular.datasets import DEFAULT_DATA, PYDATASET_PREFIX, resolve_schema_path
-from tabular.schema import Schema, load_schema, load_yaml
+from tabular.schema import Schema, load_schema, read_yaml_file
 
 BASELINES = ("marginals", "central", "real")
 METHODS = ("fedsynth", *BASELINES)
@@ -86,21 +84,8 @@ class SweepConfig:
 
 def load_sweep_config(path: str | Path, out: str | None = None) -> SweepConfig:
     """Read and validate a sweep file; ``out`` (from --out) replaces the file's ``out``."""
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: sweep file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read sweep file ({exc})") from None
-    try:
-        raw = load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
-    return parse_sweep_config(raw if raw is not None else {}, source, out)
+    raw = read_yaml_file(path, "sweep", ConfigError)
+    return parse_sweep_config(raw if raw is not None else {}, str(path), out)
 
 
 def parse_sweep_config(raw: Any, source: str = "<sweep>", out: str | None = None) -> SweepConfig:

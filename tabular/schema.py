@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from fedsynth.errors import SchemaError
+from fedsynth.errors import SchemaError, UserError
 
 NUMERIC_TYPES = ("continuous", "integer")
 DISCRETE_TYPES = ("categorical", "boolean")
@@ -199,22 +199,27 @@ def parse_schema(raw: Any, source: str = "<schema>") -> Schema:
     return Schema(columns=tuple(columns), source=source)
 
 
-def load_schema(path: str | Path) -> Schema:
-    """Read and validate a schema file; every problem is a one-line ``SchemaError``."""
+def read_yaml_file(path: str | Path, kind: str, error: type[UserError]) -> Any:
+    """Parse a YAML file (schema, policy, sweep: ``kind``); a missing, unreadable or
+    malformed file is a one-line ``error`` naming the file (and the line)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SchemaError(f"{path}: schema file not found") from None
+        raise error(f"{path}: {kind} file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"{path}: cannot read schema file ({exc})") from None
+        raise error(f"{path}: cannot read {kind} file ({exc})") from None
     try:
-        raw = load_yaml(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SchemaError(f"{path}: invalid YAML{where}") from None
-    return parse_schema(raw, source=str(path))
+        raise error(f"{path}: invalid YAML{where}") from None
+
+
+def load_schema(path: str | Path) -> Schema:
+    """Read and validate a schema file; every problem is a one-line ``SchemaError``."""
+    return parse_schema(read_yaml_file(path, "schema", SchemaError), source=str(path))
 
 
 def dump_schema_text(schema: Schema, header: str = "") -> str:

@@ -33,10 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fedsynth.errors import UserError
-from tabular.schema import Schema, category_label, load_yaml
+from tabular.schema import Schema, category_label, read_yaml_file
 
 SMALL_CELL_ACTIONS = ("suppress", "generalise")
 GENERALISED = "*"  # the released value of a generalised quasi-identifier (outside the schema's domain)
@@ -315,17 +313,4 @@ def parse_policy(raw: Any, source: str = "<policy>") -> Policy:
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; every problem is a one-line ``PolicyError`` naming file and field."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: policy file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read policy file ({exc})") from None
-    try:
-        raw = load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PolicyError(f"{path}: invalid YAML{where}") from None
-    return parse_policy(raw, source=str(path))
+    return parse_policy(read_yaml_file(path, "policy", PolicyError), source=str(path))
