@@ -77,6 +77,7 @@ def test_kill_the_server_app_then_resume(tmp_path):
     assert report["timings"]["resumed_after_rounds"] == [crashed_at]
     assert len(report["timings"]["rounds_seconds"]) == ROUNDS
     after = {name: site["epsilon"] for name, site in report["privacy"]["sites"].items()}
+    print(f"\nkilled after round {crashed_at}; ε then: {eps_before}; ε at the end: {after}")
     assert after.keys() == eps_before.keys()
     for name, eps in after.items():
         assert eps > eps_before[name], f"{name}: ε went from {eps_before[name]} to {eps} (reset?)"
