@@ -51,7 +51,7 @@ class RunConfig:
     max_grad_norm: float = 1.0
     client_dp_noise: float = 0.0  # client-level DP noise multiplier z on the site updates; 0: off
     client_dp_clip: float = 1.0  # client-level DP: L2 norm each site's whole G+D update is clipped to
-    measure_fraction: float = 0.15  # share of ε (as if spent alone) for DP histograms; 0: none
+    measure_fraction: float = 0.5  # share of ε (as if spent alone) for DP histograms; 0: none
     measure_bins: int = 32  # interval bins per numeric column in those histograms
     calibrate: bool = True  # match the generator's output to the DP marginals (post-processing)
     # Validator and data-sovereignty policy.
