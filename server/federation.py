@@ -166,9 +166,7 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
 
     for server_round in range(state.completed_round + 1, config.rounds + 1):
         tick = time.time()
-        train_config = ConfigRecord(
-            {**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale}
-        )
+        train_config = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale})
         sent = cast_record(arrays, config.transfer_dtype)
         messages = trainer.configure_train(server_round, sent, train_config, grid)
         replies = list(grid.send_and_receive(watch.participation.without_excluded(messages),

@@ -525,4 +525,3 @@ def _summary(record: dict[str, Any], metric: str) -> str:
     fidelity = ev["fidelity"]
     return (f"shapes {num(fidelity['column_shapes']['score'])} pairs {num(fidelity['pair_trends']['score'])} "
             f"tstr {num(tstr)} mia {num(ev['privacy']['mia_auc'])}")  # fmt: skip
-

@@ -302,7 +302,7 @@ def test_stack_uses_one_key_order_for_every_record(global_record):
 
 RAY_REASON = (
     "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()\x1b[39m "
-    "(pid=1, ip=192.0.2.2)\n  File \"client_app.py\", line 107, in train\n    raise SimulatedFaultError(...)\n"
+    '(pid=1, ip=192.0.2.2)\n  File "client_app.py", line 107, in train\n    raise SimulatedFaultError(...)\n'
     "client.client_app.SimulatedFaultError: simulated failure of site-2 in round 3\n\n"
     "flwr.clientapp.client_app.ClientAppException: \n"
     "Exception ClientAppException occurred. Message: simulated failure of site-2 in round 3'>"
