@@ -41,7 +41,7 @@ def live_server_apps() -> set[int]:
 
 
 def test_kill_the_server_app_then_resume(tmp_path):
-    before = live_server_apps()
+    apps_before = live_server_apps()
     out = tmp_path / "run"
     args = ["--rounds", str(ROUNDS), "--local-steps", "20", "--out", str(out), "--set", "batch-size=128"]
     first = subprocess.Popen([FEDSYNTH, "simulate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -54,7 +54,7 @@ def test_kill_the_server_app_then_resume(tmp_path):
     else:
         first.kill()
         pytest.fail("the first run never completed two rounds")
-    killed = sorted(live_server_apps() - before)
+    killed = sorted(live_server_apps() - apps_before)
     assert killed, "no ServerApp process to kill"
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
@@ -92,4 +92,4 @@ def test_kill_the_server_app_then_resume(tmp_path):
     final_state = read_state(out)
     for ledger in final_state["ledgers"].values():
         assert ledger["history-rate"].count(1.0) == 1
-    assert live_server_apps() <= before, "a ServerApp process was left running"
+    assert live_server_apps() <= apps_before, "a ServerApp process was left running"
