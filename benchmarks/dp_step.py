@@ -33,6 +33,9 @@ batches of the same size. The site's budget is planned once, outside the timing.
 How to read it: "median" is the median over ``--repeats`` repeats, each the mean
 of a block of steps after warm-up; "min"/"max" are the extreme repeats. "x no-DP"
 is median / median of the matching no-DP row: the price of privacy per step.
+"wall/CPU" is the timed blocks' wall time over this process's CPU time: near
+1.00 nothing else took the CPU from us; well above it, another program shared
+the machine and the row is inflated (the script warns; rerun when idle).
 Absolute numbers depend on the machine; the ratios are what carry over.
 
     python benchmarks/dp_step.py [--repeats 7] [--json out.json]
@@ -83,28 +86,35 @@ BLOCK_SECONDS = 0.15  # aim for blocks of about this long, so slow modes do not 
 # ---- timing helpers ---------------------------------------------------------------------------
 
 
-def time_steps(step: Callable[[], object], warmup: int, repeats: int, max_block: int) -> list[float]:
-    """Milliseconds per call of ``step``: one mean per repeat, over a block sized from the warm-up."""
+def time_steps(
+    step: Callable[[], object], warmup: int, repeats: int, max_block: int, baseline: dict | None = None
+) -> dict:
+    """Milliseconds per call of ``step``: one mean per repeat, over a block sized from the warm-up.
+
+    ``wall_over_cpu`` is the timed blocks' wall time over this process's CPU time: near 1.0
+    when nothing else took the CPU from us while we were timing.
+    """
     started = time.perf_counter()
     for _ in range(warmup):
         step()
     per_call = (time.perf_counter() - started) / max(1, warmup)
-    block = max(2, min(max_block, math.ceil(BLOCK_SECONDS / max(per_call, 1e-6))))
+    block = max(1, min(max_block, math.ceil(BLOCK_SECONDS / max(per_call, 1e-6))))
     samples = []
+    wall = cpu = 0.0
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(block):
             step()
+        wall += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         samples.append((time.perf_counter() - t0) / block * 1000.0)
-    return samples
-
-
-def summary(samples: list[float], baseline: dict | None = None) -> dict:
     row = {
         "median_ms": statistics.median(samples),
         "min_ms": min(samples),
         "max_ms": max(samples),
         "samples_ms": samples,
+        "steps_per_repeat": block,
+        "wall_over_cpu": wall / max(cpu, 1e-9),
     }
     if baseline is not None:
         row["ratio_vs_no_dp"] = row["median_ms"] / baseline["median_ms"]
@@ -114,13 +124,16 @@ def summary(samples: list[float], baseline: dict | None = None) -> dict:
 def print_table(title: str, rows: dict[str, dict], unit: str = "ms") -> None:
     width = max(len(name) for name in rows) + 2
     print(f"\n{title}")
-    print(f"{'':{width}}{'median ' + unit:>14}{'min':>11}{'max':>11}{'x no-DP':>10}")
+    print(f"{'':{width}}{'median ' + unit:>14}{'min':>11}{'max':>11}{'x no-DP':>10}{'wall/CPU':>10}")
     for name, row in rows.items():
         if "skipped" in row:
             print(f"{name:{width}}  skipped: {row['skipped']}")
             continue
         ratio = f"{row['ratio_vs_no_dp']:.2f}x" if "ratio_vs_no_dp" in row else "-"
-        print(f"{name:{width}}{row['median_ms']:>14.3f}{row['min_ms']:>11.3f}{row['max_ms']:>11.3f}{ratio:>10}")
+        print(
+            f"{name:{width}}{row['median_ms']:>14.3f}{row['min_ms']:>11.3f}{row['max_ms']:>11.3f}{ratio:>10}"
+            f"{row['wall_over_cpu']:>10.2f}"
+        )
 
 
 def cpu_busy(seconds: float = 0.5) -> float:
@@ -268,15 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     step_rows: dict[str, dict] = {}
     d_plain = copy.deepcopy(base_d)
     d_opt = torch.optim.Adam(d_plain.parameters(), lr=config.lr_discriminator, betas=(0.5, 0.9))
-    no_dp = summary(time_steps(plain_d_step(d_plain, d_opt, rows, labels), **timing))
+    no_dp = time_steps(plain_d_step(d_plain, d_opt, rows, labels), **timing)
     step_rows["D step, no DP"] = no_dp
 
     budget = SiteBudget(config.epsilon, config.delta, config.accountant, noise, sample_rate, max_steps=10**9)
     private = make_private_discriminator(
         copy.deepcopy(base_d), data, budget, size, config.max_grad_norm, config.lr_discriminator
     )
-    step_rows["D step, DP ghost (ours)"] = summary(
-        time_steps(lambda: discriminator_step(private, real, fake), **timing), no_dp
+    step_rows["D step, DP ghost (ours)"] = time_steps(
+        lambda: discriminator_step(private, real, fake), **timing, baseline=no_dp
     )
 
     skipped: dict[str, str] = {}
@@ -284,23 +297,23 @@ def main(argv: list[str] | None = None) -> int:
         name = f"D step, DP {mode} (Opacus)"
         try:
             step = opacus_d_step(mode, base_d, data, rows, labels, config, noise)
-            step_rows[name] = summary(time_steps(step, **timing), no_dp)
+            step_rows[name] = time_steps(step, **timing, baseline=no_dp)
         except Exception as exc:  # a mode that cannot handle these layers: report and go on
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"
             skipped[mode] = reason
             step_rows[name] = {"skipped": reason}
 
-    step_rows["fake batch (G forward, no grad)"] = summary(
-        time_steps(lambda: fake_batch(generator, size, config.noise_dim), **timing)
+    step_rows["fake batch (G forward, no grad)"] = time_steps(
+        lambda: fake_batch(generator, size, config.noise_dim), **timing
     )
     g_plain = copy.deepcopy(generator)
     g_plain_opt = torch.optim.Adam(g_plain.parameters(), lr=config.lr_generator, betas=(0.5, 0.9))
-    g_no_dp = summary(time_steps(plain_g_step(g_plain, g_plain_opt, copy.deepcopy(base_d), size), **timing))
+    g_no_dp = time_steps(plain_g_step(g_plain, g_plain_opt, copy.deepcopy(base_d), size), **timing)
     step_rows["G step, no DP"] = g_no_dp
     g_dp = copy.deepcopy(generator)
     g_dp_opt = torch.optim.Adam(g_dp.parameters(), lr=config.lr_generator, betas=(0.5, 0.9))
-    step_rows["G step, through DP D (ours)"] = summary(
-        time_steps(lambda: generator_step(g_dp, g_dp_opt, private, size, config.noise_dim), **timing), g_no_dp
+    step_rows["G step, through DP D (ours)"] = time_steps(
+        lambda: generator_step(g_dp, g_dp_opt, private, size, config.noise_dim), **timing, baseline=g_no_dp
     )
     print_table("Per step (ms; x no-DP against the matching no-DP row)", step_rows)
     for mode, reason in skipped.items():
@@ -323,10 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         plain_round(copy.deepcopy(generator), copy.deepcopy(base_d), region, config)
 
     round_timing = {"warmup": 1, "repeats": args.round_repeats, "max_block": 1}
-    round_no_dp = summary(time_steps(no_dp_round, **round_timing))
+    round_no_dp = time_steps(no_dp_round, **round_timing)
     round_rows = {
         f"round, no DP ({config.local_steps} D + {g_steps} G steps)": round_no_dp,
-        "round, DP: client.task.train_round": summary(time_steps(dp_round, **round_timing), round_no_dp),
+        "round, DP: client.task.train_round": time_steps(dp_round, **round_timing, baseline=round_no_dp),
     }
     print_table(
         f"Full local round on region={args.region} ({len(region)} rows, local_steps={config.local_steps}, "
@@ -335,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     elapsed = time.perf_counter() - wall
     busy_after = cpu_busy()
+    worst = max(r["wall_over_cpu"] for r in [*step_rows.values(), *round_rows.values()] if "wall_over_cpu" in r)
+    if worst > 1.1:
+        print(f"\nWARNING: wall/CPU up to {worst:.2f}: other programs shared the CPUs; rerun when idle")
     print(
         f"\n{args.repeats} repeats per step row ({args.round_repeats} per round row); total {elapsed:.1f}s; "
         f"CPUs busy with other work before {busy_before:.0%}, after {busy_after:.0%}"

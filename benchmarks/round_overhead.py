@@ -29,9 +29,10 @@ report) and the rest (launching and stopping the SuperLink, simulation and Ray).
 "Update size" is one site's reply (or the global model the server sends): the
 parameter count x 4 bytes, the bytes of the packed ``ArrayRecord``'s arrays, and
 Flower's serialised objects (record + arrays + deduplicated chunks, as sent).
-"Site wall / CPU time" checks the in-process figures: near 1.0x, nothing else
-competed for the CPUs; well above it (or a warning about busy CPUs), another
-program shared the machine and the figures are inflated, so rerun.
+Checks for a shared machine: "site wall / CPU time" near 1.0x means nothing
+else competed with the in-process work; the last lines give the CPU seconds
+other programs used during each phase (sampled from /proc). If either is
+noticeable the script warns: the figures are inflated, rerun when idle.
 
 Median, min and max are over the repeats (in-process) or rounds 2..R (Flower).
 The script starts real Flower processes. It finds them afterwards by an
@@ -55,6 +56,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -151,6 +153,81 @@ def cpu_busy(seconds: float = 0.5) -> float:
     return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
+class OtherCpu:
+    """CPU seconds used by programs other than this benchmark while it runs (sampled from /proc).
+
+    A process is ours when it is this one, carries our environment tag (pool workers,
+    flwr and its children) or works under ``root`` (Ray renames its processes over
+    their environment). Processes that start and end between two samples are missed,
+    so this is a lower bound.
+    """
+
+    def __init__(self, tag: str, root: str, interval: float = 0.5) -> None:
+        self.needle = f"{TAG_VAR}={tag}".encode()
+        self.root = root
+        self.interval = interval
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self._ours: dict[tuple[int, int], bool] = {}
+        self._stop = threading.Event()
+
+    def _is_ours(self, pid: int, start: int) -> bool:
+        key = (pid, start)
+        if key not in self._ours:
+            entry = Path(f"/proc/{pid}")
+            try:
+                ours = pid == os.getpid() or self.needle in (entry / "environ").read_bytes().split(b"\0")
+                ours = ours or os.readlink(entry / "cwd").startswith(self.root)
+            except OSError:
+                ours = False
+            self._ours[key] = ours
+        return self._ours[key]
+
+    def _snapshot(self) -> dict[int, tuple[int, int]]:
+        """pid -> (start time, CPU ticks) of the other programs' processes."""
+        snap = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            pid, start = int(entry.name), int(fields[19])
+            if not self._is_ours(pid, start):
+                snap[pid] = (start, int(fields[11]) + int(fields[12]))
+        return snap
+
+    def _run(self) -> None:
+        boot_ticks = float(Path("/proc/uptime").read_text().split()[0]) * self.ticks
+        previous = self._snapshot()
+        while not self._stop.wait(self.interval):
+            current = self._snapshot()
+            for pid, (start, cpu) in current.items():
+                if pid in previous and previous[pid][0] == start:
+                    self.seconds += (cpu - previous[pid][1]) / self.ticks
+                elif start >= boot_ticks:  # started during the window: all its CPU is new
+                    self.seconds += cpu / self.ticks
+            previous = current
+
+    def start(self) -> OtherCpu:
+        self.seconds = 0.0
+        self.started = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> OtherCpu:
+        self._stop.set()
+        self._thread.join()
+        self.elapsed = time.perf_counter() - self.started
+        return self
+
+    @property
+    def share(self) -> float:
+        """Other programs' CPU as a share of all CPUs over the window."""
+        return self.seconds / max(1e-9, self.elapsed * (os.cpu_count() or 1))
+
+
 def run_processes(tag: str, root: str) -> list[tuple[int, str]]:
     """(pid, command line) of live processes of our run: our tag in their environment, or a
     working directory under ``root`` (Ray renames its processes over their environment)."""
@@ -243,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     busy_before = cpu_busy()
     if busy_before > 0.15:
         print(f"WARNING: {busy_before:.0%} of the CPUs busy before start: other processes will skew the timings")
+    tag = uuid.uuid4().hex
+    os.environ[TAG_VAR] = tag  # inherited by pool workers, flwr, the SuperLink, the simulation and Ray
+    # run_simulation makes its FLOWER_HOME (the processes' working directory) with mkdtemp: put it under ours.
+    proc_root = tempfile.mkdtemp(prefix="fedsynth-bench-procs-")
     out_dir = Path(tempfile.mkdtemp(prefix="fedsynth-bench-"))
     config = RunConfig(rounds=args.rounds, local_steps=args.local_steps, out=str(out_dir))
     plan = prepare_simulation(config, echo=print)
@@ -252,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     config_map = config.to_mapping()
 
     # ---- (i) in-process ----
+    other_in_process = OtherCpu(tag, proc_root).start()
     plan_seconds = []
     budgets = []
     for n in plan.site_rows.values():
@@ -282,13 +364,14 @@ def main(argv: list[str] | None = None) -> int:
         pool.close()
         pool.join()
 
+    other_in_process.stop()
+
     # ---- (ii) Flower ----
-    tag = uuid.uuid4().hex
-    os.environ[TAG_VAR] = tag  # inherited by flwr, the SuperLink, the simulation and Ray
-    # run_simulation makes its FLOWER_HOME (the processes' working directory) with mkdtemp: put it under ours.
-    proc_root = tempfile.mkdtemp(prefix="fedsynth-bench-procs-")
+    other_flower = OtherCpu(tag, proc_root).start()
     lines: list[str] = []
     print(f"Flower simulation: {sites} sites, {config.rounds} rounds, local_steps={config.local_steps} ...")
+    # Our own helpers already running (multiprocessing's resource tracker) are not the run's.
+    already = {pid for pid, _ in run_processes(tag, proc_root)}
     saved_tempdir, tempfile.tempdir = tempfile.tempdir, proc_root
     t0 = time.perf_counter()
     try:
@@ -296,15 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         wall = time.perf_counter() - t0
         tempfile.tempdir = saved_tempdir
+        other_flower.stop()
     if args.verbose:
         print("\n".join(f"  {line}" for line in lines))
     # Processes of this run still alive when run_simulation returned; give them --linger seconds to exit.
-    leftovers = run_processes(tag, proc_root)
+    leftovers = [p for p in run_processes(tag, proc_root) if p[0] not in already]
     deadline = time.time() + args.linger
     lingering = leftovers
     while lingering and time.time() < deadline:
         time.sleep(0.2)
-        lingering = run_processes(tag, proc_root)
+        lingering = [p for p in run_processes(tag, proc_root) if p[0] not in already]
     if lingering:
         print(
             f"WARNING: {len(lingering)} process(es) of this run alive {args.linger:g}s after it; stopping them by PID:"
@@ -312,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         for pid, cmd in lingering:
             print(f"  {pid} {cmd[:120]}")
         stop_pids([pid for pid, _ in lingering])
-    still = run_processes(tag, proc_root)
+    still = [p for p in run_processes(tag, proc_root) if p[0] not in already]
     shutil.rmtree(proc_root, ignore_errors=True)
     report_path = out_dir / "report.json"
     if result.returncode != 0 or not report_path.exists():
@@ -378,7 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         f"after {args.linger:g}s: {len(lingering)} (stopped by PID); after cleanup: {len(still)}"
     )
     busy_after = cpu_busy()
-    print(f"CPUs busy with other work before {busy_before:.0%}, after {busy_after:.0%}")
+    print(
+        f"Other programs' CPU use: in-process phase {other_in_process.seconds:.1f} s "
+        f"({other_in_process.share:.0%} of the CPUs), Flower phase {other_flower.seconds:.1f} s "
+        f"({other_flower.share:.0%}); CPUs busy before start {busy_before:.0%}, after {busy_after:.0%}"
+    )
+    if max(other_in_process.share, other_flower.share) > 0.05:
+        print("WARNING: other programs used the CPUs during the benchmark: the timings are inflated; rerun when idle")
 
     if args.json:
         payload = {
@@ -398,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
                 "torch": torch.__version__,
                 "cpu_busy_before": busy_before,
                 "cpu_busy_after": busy_after,
+                "other_cpu_seconds_in_process": other_in_process.seconds,
+                "other_cpu_share_in_process": other_in_process.share,
+                "other_cpu_seconds_flower": other_flower.seconds,
+                "other_cpu_share_flower": other_flower.share,
             },
             "in_process": {
                 "site_seconds": stats(site_seconds),
