@@ -58,6 +58,7 @@ from pathlib import Path
 
 import opacus
 import torch
+from cpu_load import cpu_busy  # benchmarks/ sits first on sys.path when a script runs
 from opacus import PrivacyEngine
 from torch import nn
 from torch.nn import functional as F
@@ -134,23 +135,6 @@ def print_table(title: str, rows: dict[str, dict], unit: str = "ms") -> None:
             f"{name:{width}}{row['median_ms']:>14.3f}{row['min_ms']:>11.3f}{row['max_ms']:>11.3f}{ratio:>10}"
             f"{row['wall_over_cpu']:>10.2f}"
         )
-
-
-def cpu_busy(seconds: float = 0.5) -> float:
-    """Share of all CPUs busy over ``seconds`` (from /proc/stat): other work skews the timings."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return sum(values), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 # ---- the steps --------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from cpu_load import cpu_busy  # benchmarks/ sits first on sys.path when a script runs
 
 from client.site_data import load_site, schema_from_text
 from client.task import plan_budget, train_round
@@ -134,23 +135,6 @@ def stats(samples: list[float]) -> dict:
         "n": len(samples),
         "samples": samples,
     }
-
-
-def cpu_busy(seconds: float = 0.5) -> float:
-    """Share of all CPUs busy over ``seconds`` (from /proc/stat): other work skews the timings."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return sum(values), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 class OtherCpu:
