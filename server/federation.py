@@ -20,7 +20,7 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -34,12 +34,12 @@ from privacy.histograms import Marginals
 from server.checkpoints import checkpoint_calibration, load_checkpoint, save_checkpoint
 from server.measurement import measure_marginals, measurement_summary
 from server.report import build_report, json_safe, write_json
-from server.run_state import RunState
+from server.run_state import RunState, keep_ledgers
 from server.sampling import sample_table
 from server.validation import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
 from strategies.client_dp import client_level_section, wrap_client_dp
 from strategies.factory import build_strategy
-from strategies.gan_fedavg import GanFedAvg, RoundLog, site_name
+from strategies.gan_fedavg import GanFedAvg, RoundLog
 from tabular.codec import TableCodec
 from tabular.datasets import resolve_schema_path
 from tabular.schema import Schema, dump_schema_text, load_schema
@@ -94,16 +94,6 @@ def _start(fed: Federation) -> tuple[ArrayRecord, RunState]:
 
 def _ledger_epsilon(entry: dict[str, Any]) -> float:
     return SiteBudget.from_state(entry).spent
-
-
-def _collect_ledgers(replies: list[Message], state: RunState) -> None:
-    """Keep each site's latest privacy ledger (sent back to it if the run resumes)."""
-    for msg in replies:
-        if msg.has_error() or "site" not in msg.content.config_records:
-            continue
-        budget = msg.content.config_records["site"].get("budget")
-        if budget:
-            state.ledgers[site_name(msg)] = json.loads(str(budget))
 
 
 @dataclass
@@ -171,7 +161,7 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
         messages = trainer.configure_train(server_round, sent, train_config, grid)
         replies = list(grid.send_and_receive(watch.participation.without_excluded(messages),
                                              timeout=config.round_timeout))  # fmt: skip
-        _collect_ledgers(replies, state)
+        keep_ledgers(replies, state.ledgers)
         replies, excluded = watch.participation.screen(replies)
         aggregated, _ = trainer.aggregate_train(server_round, replies)
         if not strategy.history or strategy.history[-1].round != server_round:

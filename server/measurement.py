@@ -21,7 +21,7 @@ from client.client_app import LEDGERS_KEY
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
 from privacy.histograms import Marginals, schema_bins
-from server.run_state import RunState
+from server.run_state import RunState, keep_ledgers
 from server.validation import Participation
 from strategies.gan_fedavg import GanFedAvg, failure_reason
 from tabular.schema import Schema
@@ -53,6 +53,7 @@ def measure_marginals(
         Message(RecordDict({"config": query}), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes
     ]
     replies, excluded = participation.screen(grid.send_and_receive(messages, timeout=config.round_timeout))
+    keep_ledgers(replies, state.ledgers)  # a site is charged for its release even if its reply is unusable
     layout = schema_bins(schema, config.measure_bins)
     sums = [np.zeros(spec.size) for spec in layout]
     variance, sites, failed = 0.0, [], {}
@@ -72,9 +73,6 @@ def measure_marginals(
                 sums[i] += histograms[spec.column.name].numpy()
             variance += float(msg.content.metric_records["metrics"]["noise-std"]) ** 2
             sites.append(name)
-            budget = msg.content.config_records["site"].get("budget")
-            if budget:
-                state.ledgers[name] = json.loads(str(budget))
     failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
     if len(sites) < config.min_replies:
         raise MeasurementFailedError(

@@ -10,13 +10,16 @@ resumed run continues ε from where each site was, never from zero.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flwr.app import Message
+
 from fedsynth.errors import CheckpointError
 from server.report import json_safe, write_json
-from strategies.gan_fedavg import RoundLog
+from strategies.gan_fedavg import RoundLog, site_name
 
 STATE_FILE = "state.json"
 STATE_FORMAT = "fedsynth-run-state/1"
@@ -68,3 +71,13 @@ class RunState:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: field {exc} is missing or invalid") from None
+
+
+def keep_ledgers(replies: Iterable[Message], ledgers: dict[str, dict[str, Any]]) -> None:
+    """Store the privacy ledger each site sent with its reply (sent back to it if the run resumes)."""
+    for msg in replies:
+        if msg.has_error() or "site" not in msg.content.config_records:
+            continue
+        budget = msg.content.config_records["site"].get("budget")
+        if budget:
+            ledgers[site_name(msg)] = json.loads(str(budget))

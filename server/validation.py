@@ -17,7 +17,6 @@ The server never holds real data, so it splits the work:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from client.client_app import PURPOSE_KEY, SYNTHETIC_KEY, THRESHOLD_KEY
+from server.run_state import keep_ledgers
 from strategies.gan_fedavg import failure_reason, site_name
 from validator.policy import Policy, ReleaseRules
 from validator.release import ReleaseDecision, apply_release_rules, prepare_release
@@ -107,7 +107,8 @@ def ask_sites(
     ]
     answers: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
-    for msg in grid.send_and_receive(messages, timeout=timeout):
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    for msg in replies:
         name = site_name(msg)
         if msg.has_error():
             failures[name] = failure_reason(msg.error.reason or "error")
@@ -118,9 +119,8 @@ def ask_sites(
                     if key != "site":
                         answer.update(dict(values))
             answers[name] = answer
-            site = msg.content.config_records.get("site")
-            if ledgers is not None and site is not None and site.get("budget"):
-                ledgers[name] = json.loads(str(site["budget"]))
+    if ledgers is not None:
+        keep_ledgers(replies, ledgers)
     return answers, failures
 
 
