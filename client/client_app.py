@@ -3,7 +3,7 @@
 Three kinds of message reach a site, and each answer is charged to, or checked
 against, the site's own privacy budget:
 
-- query (round 0): release DP one-way histograms of the site's rows;
+- query (round 0): release DP one-way (and chosen two-way) histograms of the site's rows;
 - train (every round): unpack the global G+D, train the discriminator with
   Opacus DP-SGD and the generator through it, reply with the packed update;
 - evaluate: score a synthetic sample against the site's rows, either as
@@ -26,7 +26,7 @@ import random
 import numpy as np
 import pandas as pd
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.site_data import SiteData, load_site, schema_from_text
@@ -37,7 +37,16 @@ from models.gan import GanShape, build_gan
 from models.packing import pack, unpack
 from privacy.budget import SiteBudget
 from privacy.dp_training import sample_rate_for
-from privacy.histograms import add_noise, count, release_noise_std, schema_bins
+from privacy.histograms import (
+    add_noise,
+    count,
+    count_pairs,
+    pair_layout,
+    parse_pairs,
+    release_noise_std,
+    release_record,
+    schema_bins,
+)
 from privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
 from tabular.codec import TableCodec
 from tabular.schema import load_yaml
@@ -134,19 +143,22 @@ def _site_record(site: SiteData, budget: SiteBudget | None) -> ConfigRecord:
 
 @app.query()
 def measure(msg: Message, context: Context) -> Message:
-    """Release this site's DP one-way histograms, charged to its budget (once per run)."""
+    """Release this site's DP histograms (one-way, and the two-way ones ``measure-pairs`` names) in one
+    Gaussian mechanism, charged to its budget (once per run)."""
     config, record, site = _open(msg, context)
     budget = _site_budget(context, config, site, record)
     if not budget.measure_noise:
         raise RuntimeError("this run plans no measurement (measure-fraction is 0)")
-    layout = schema_bins(schema_from_text(str(record[SCHEMA_KEY])), config.measure_bins)
-    noise_std = release_noise_std(budget.measure_noise, len(layout))
+    schema = schema_from_text(str(record[SCHEMA_KEY]))
+    layout = schema_bins(schema, config.measure_bins)
+    pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
+    noise_std = release_noise_std(budget.measure_noise, len(layout) + len(pairs))  # sensitivity sqrt(H)
     # Charge first, then release: a crash in between over-counts, never under-counts.
     budget.record_measurement()
     _save_budget(context, budget)
     rng = np.random.default_rng(_seed(config.seed, site.name, "measure"))
-    noisy = add_noise(count(site.frame, layout), noise_std, rng)
-    arrays = ArrayRecord({spec.column.name: Array(values) for spec, values in zip(layout, noisy, strict=True)})
+    noisy = add_noise(count(site.frame, layout) + count_pairs(site.frame, pairs), noise_std, rng)
+    arrays = release_record(layout, pairs, noisy)
     metrics = MetricRecord({"noise-std": noise_std, "epsilon": budget.spent, "num-examples": len(site.frame)})
     return Message(RecordDict({"histograms": arrays, "metrics": metrics, "site": _site_record(site, budget)}),
                    reply_to=msg)  # fmt: skip

@@ -53,6 +53,8 @@ class RunConfig:
     client_dp_clip: float = 1.0  # client-level DP: L2 norm each site's whole G+D update is clipped to
     measure_fraction: float = 0.5  # share of ε (as if spent alone) for DP histograms; 0: none
     measure_bins: int = 32  # interval bins per numeric column in those histograms
+    measure_pairs: str = ""  # two-way histograms in the same release: "A:B,C:*" (C with every column); "": none
+    measure_pair_bins: int = 8  # at most this many interval bins per numeric column in two-way histograms
     calibrate: bool = True  # match the generator's output to the DP marginals (post-processing)
     # Validator and data-sovereignty policy.
     policy: str = ""  # data-sovereignty policy YAML; empty: no copies released, every site admitted
@@ -136,6 +138,13 @@ class RunConfig:
             fail("measure-bins", "must be at least 2")
         if self.calibrate and self.measure_fraction == 0:
             fail("calibrate", "needs DP histograms: set measure-fraction above 0 or calibrate=false")
+        if self.measure_pair_bins < 2:
+            fail("measure-pair-bins", "must be at least 2")
+        for token in filter(None, (t.strip() for t in self.measure_pairs.split(","))):
+            if len(token.split(":")) != 2 or not all(side.strip() for side in token.split(":")):
+                fail("measure-pairs", f"must be comma-separated COLUMN:COLUMN (or COLUMN:*) entries, not {token!r}")
+        if self.measure_pairs.strip() and (self.measure_fraction == 0 or not self.calibrate):
+            fail("measure-pairs", "are used only to calibrate: needs measure-fraction above 0 and calibrate=true")
         if not 0 <= self.fault_rate < 1:
             fail("fault-rate", "must be in [0, 1)")
         if self.aggregation not in AGGREGATIONS:

@@ -1,32 +1,43 @@
-"""DP one-way histograms: what each site measures, and what the server builds from them.
+"""DP histograms: what each site measures, and what the server builds from them.
 
 Each site counts its rows in fixed bins that come from the public schema alone
 (categories; for numerics a point bin at the lower bound, which holds the many
 exact zeros of columns such as hours or income, then equal-width bins on the
-column's declared scale), adds Gaussian noise, and releases the counts. One row
-adds 1 to exactly one bin of every column, so the L2 sensitivity of the whole
-release is sqrt(number of columns); with noise standard deviation
-``noise_multiplier * sqrt(columns)`` the release is one Gaussian mechanism with
-that noise multiplier, charged to the site's Opacus accountant as a history
-entry ``(noise_multiplier, 1.0, 1)``.
+column's declared scale), adds Gaussian noise, and releases the counts: a
+one-way histogram of every column and, when ``measure-pairs`` asks for them,
+two-way histograms of some pairs of columns (numeric columns in coarser bins,
+made by merging neighbouring one-way bins, so that the cells stay above the
+noise). One row adds 1 to exactly one cell of every one of the H histograms, so
+the L2 sensitivity of the whole release is sqrt(H); with noise standard
+deviation ``noise_multiplier * sqrt(H)`` the release is one Gaussian mechanism
+with that noise multiplier, charged to the site's Opacus accountant as a history
+entry ``(noise_multiplier, 1.0, 1)``. Adding pairs therefore costs no extra ε:
+it spreads the same budget over more counts (each count gets noisier).
 
 The server sums the sites' noisy counts into federation-wide marginals. Every
 use of them is post-processing: sampling independent columns (the baseline),
-and calibrating the generator's output to them.
+calibrating the generator's output to the one-way marginals, and raking it to
+the two-way ones.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from flwr.app import Array, ArrayRecord
 
+from fedsynth.errors import ConfigError
 from tabular.codec import unwarp, warp
 from tabular.schema import Column, Schema
 
 DEFAULT_BINS = 32
+DEFAULT_PAIR_BINS = 8
+PAIR_FLOOR = 1e-4  # probability given to a two-way cell whose noisy count is at or below 0
+PAIR_PREFIX = "pair:"  # key of a two-way histogram in a site's release: ``pair:A|B``
 
 
 @dataclass(frozen=True)
@@ -60,46 +71,208 @@ def schema_bins(schema: Schema, bins: int = DEFAULT_BINS) -> list[ColumnBins]:
     return [column_bins(col, bins) for col in schema.columns]
 
 
-def count(frame: pd.DataFrame, layout: list[ColumnBins]) -> list[np.ndarray]:
-    """Exact counts per bin for every column (private: never released as such)."""
-    out = []
-    for spec in layout:
-        col = spec.column
-        if not col.is_numeric:
-            index = {c: i for i, c in enumerate(col.categories)}
-            codes = frame[col.name].map(index).to_numpy(dtype=np.int64)
-            out.append(np.bincount(codes, minlength=spec.size).astype(float))
-            continue
-        values = frame[col.name].to_numpy(dtype=float)
-        at_min = values <= col.min
-        warped = warp(col, values[~at_min])
-        # Interval bins are right-closed, (e_i, e_i+1], so min itself only lands in the point bin.
-        idx = np.clip(np.searchsorted(spec.edges, warped, side="left") - 1, 0, len(spec.edges) - 2)
-        interval = np.bincount(idx, minlength=len(spec.edges) - 1).astype(float)
-        out.append(np.concatenate([[float(at_min.sum())], interval]))
+def bin_index(frame: pd.DataFrame, spec: ColumnBins) -> np.ndarray:
+    """The bin of every row of ``frame`` in ``spec``'s column (0 is the point bin at ``min`` for numerics)."""
+    col = spec.column
+    if not col.is_numeric:
+        index = {c: i for i, c in enumerate(col.categories)}
+        return frame[col.name].map(index).to_numpy(dtype=np.int64)
+    values = frame[col.name].to_numpy(dtype=float)
+    at_min = values <= col.min
+    out = np.zeros(len(values), dtype=np.int64)
+    warped = warp(col, values[~at_min])
+    # Interval bins are right-closed, (e_i, e_i+1], so min itself only lands in the point bin.
+    out[~at_min] = 1 + np.clip(np.searchsorted(spec.edges, warped, side="left") - 1, 0, len(spec.edges) - 2)
     return out
 
 
-def release_noise_std(noise_multiplier: float, num_columns: int) -> float:
-    """Standard deviation of the noise on each count, for L2 sensitivity sqrt(columns)."""
-    return noise_multiplier * math.sqrt(num_columns)
+def count(frame: pd.DataFrame, layout: list[ColumnBins]) -> list[np.ndarray]:
+    """Exact counts per bin for every column (private: never released as such)."""
+    return [np.bincount(bin_index(frame, spec), minlength=spec.size).astype(float) for spec in layout]
+
+
+# Two-way histograms ---------------------------------------------------------------------------------
+def parse_pairs(spec: str, schema: Schema, key: str = "measure-pairs") -> list[tuple[int, int]]:
+    """The column pairs ``spec`` names, as schema indices ``(i, j)`` with ``i < j``, in schema order.
+
+    ``spec`` is a comma-separated list of ``A:B``; ``A:*`` pairs A with every other
+    column, ``*:*`` is every pair; "" is none. A mistake is a one-line ``ConfigError``
+    naming ``key``.
+    """
+    names = schema.names
+    pairs: set[tuple[int, int]] = set()
+    for token in (t.strip() for t in spec.split(",")):
+        if not token:
+            continue
+        sides = [side.strip() for side in token.split(":")]
+        if len(sides) != 2 or not all(sides):
+            raise ConfigError(f"run config: '{key}' entry '{token}' must be COLUMN:COLUMN (or COLUMN:*), got {spec!r}")
+        for side in sides:
+            if side != "*" and side not in names:
+                raise ConfigError(f"run config: '{key}' names '{side}', not a schema column ({', '.join(names)})")
+        a, b = sides
+        firsts = range(len(names)) if a == "*" else [names.index(a)]
+        seconds = range(len(names)) if b == "*" else [names.index(b)]
+        if a == b != "*":
+            raise ConfigError(f"run config: '{key}' pairs column '{a}' with itself")
+        pairs.update((min(i, j), max(i, j)) for i in firsts for j in seconds if i != j)
+    return sorted(pairs)
+
+
+def coarse_bins(spec: ColumnBins, max_bins: int) -> ColumnBins:
+    """``spec`` with neighbouring interval bins merged into at most ``max_bins`` (point bin and categories kept).
+
+    The coarse edges are a subset of the fine ones, so every fine bin lies inside one coarse bin.
+    """
+    if not spec.column.is_numeric:
+        return spec
+    intervals = len(spec.edges) - 1
+    step = max(1, math.ceil(intervals / max_bins))
+    picks = list(range(0, intervals + 1, step))
+    if picks[-1] != intervals:
+        picks.append(intervals)
+    return ColumnBins(spec.column, spec.edges[picks])
+
+
+def fine_to_coarse(fine: ColumnBins, coarse: ColumnBins) -> np.ndarray:
+    """For every bin of ``fine``, the bin of ``coarse`` that holds it."""
+    if not fine.column.is_numeric:
+        return np.arange(fine.size)
+    inside = np.searchsorted(coarse.edges, fine.edges[1:], side="left") - 1
+    return np.concatenate([[0], 1 + np.clip(inside, 0, len(coarse.edges) - 2)])
+
+
+@dataclass(frozen=True)
+class PairBins:
+    """The public cells of one two-way histogram: columns ``first`` x ``second`` (schema indices ``i < j``)."""
+
+    i: int
+    j: int
+    first: ColumnBins
+    second: ColumnBins
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.first.size, self.second.size
+
+    @property
+    def key(self) -> str:
+        return f"{PAIR_PREFIX}{self.first.column.name}|{self.second.column.name}"
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.first.column.name, self.second.column.name]
+
+
+def pair_layout(layout: list[ColumnBins], pairs: list[tuple[int, int]], max_bins: int) -> list[PairBins]:
+    """Two-way cells for ``pairs`` of the one-way ``layout``, numeric columns coarsened to ``max_bins``."""
+    return [PairBins(i, j, coarse_bins(layout[i], max_bins), coarse_bins(layout[j], max_bins)) for i, j in pairs]
+
+
+def count_pairs(frame: pd.DataFrame, pairs: list[PairBins]) -> list[np.ndarray]:
+    """Exact two-way counts (private: never released as such); each a ``shape`` matrix."""
+    out = []
+    for pair in pairs:
+        rows, cols = pair.shape
+        cell = bin_index(frame, pair.first) * cols + bin_index(frame, pair.second)
+        out.append(np.bincount(cell, minlength=rows * cols).astype(float).reshape(rows, cols))
+    return out
+
+
+def release_noise_std(noise_multiplier: float, num_histograms: int) -> float:
+    """Standard deviation of the noise on each count, for L2 sensitivity sqrt(histograms).
+
+    One row adds 1 to one cell of each of the ``num_histograms`` histograms (one-way
+    and two-way alike), so it moves the released vector by exactly sqrt(num_histograms).
+    """
+    return noise_multiplier * math.sqrt(num_histograms)
+
+
+def release_record(layout: list[ColumnBins], pairs: list[PairBins], noisy: list[np.ndarray]) -> ArrayRecord:
+    """A site's release as a Flower record: one array per column name, one per ``pair:A|B``."""
+    keys = [spec.column.name for spec in layout] + [pair.key for pair in pairs]
+    if len(keys) != len(noisy):
+        raise ValueError(f"{len(noisy)} histograms for {len(keys)} names")
+    return ArrayRecord({key: Array(np.asarray(values, dtype=float)) for key, values in zip(keys, noisy, strict=True)})
+
+
+def read_release(
+    record: ArrayRecord, layout: list[ColumnBins], pairs: list[PairBins]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The one-way and two-way histograms of a site's release; ``ValueError`` names a malformed one."""
+    one_way, two_way = [], []
+    for key, shape, out in [(s.column.name, (s.size,), one_way) for s in layout] + [
+        (p.key, p.shape, two_way) for p in pairs
+    ]:
+        if key not in record:
+            raise ValueError(f"histogram '{key}' is missing")
+        values = record[key].numpy()
+        if values.shape != shape or not np.all(np.isfinite(values)):
+            raise ValueError(f"histogram of '{key}' has the wrong shape or non-finite values")
+        out.append(values.astype(float))
+    return one_way, two_way
 
 
 def add_noise(counts: list[np.ndarray], noise_std: float, rng: np.random.Generator) -> list[np.ndarray]:
     return [c + rng.normal(0.0, noise_std, size=c.shape) for c in counts]
 
 
+def consistent_pair(counts: np.ndarray, rows: np.ndarray, cols: np.ndarray, floor: float = PAIR_FLOOR) -> np.ndarray:
+    """A joint distribution from noisy two-way ``counts`` whose margins are ``rows`` and ``cols``.
+
+    Negative counts are clipped to 0, every cell where both margins are positive gets
+    at least ``floor`` (so that the noise never rules a combination out), and
+    iterative proportional fitting matches the margins (the one-way marginals, which
+    are less noisy than sums of many two-way cells). Post-processing only.
+    """
+    table = np.clip(counts, 0.0, None)
+    table = table / table.sum() if table.sum() > 0 else np.ones_like(table) / table.size
+    table = np.where(np.outer(rows > 0, cols > 0), np.maximum(table, floor), 0.0)
+    for _ in range(200):
+        have = table.sum(axis=1)
+        table *= np.divide(rows, have, out=np.zeros_like(rows), where=have > 0)[:, None]
+        have = table.sum(axis=0)
+        table *= np.divide(cols, have, out=np.zeros_like(cols), where=have > 0)[None, :]
+        if np.abs(table.sum(axis=1) - rows).max() < 1e-10:
+            break
+    return table / table.sum()
+
+
+@dataclass
+class PairMarginal:
+    """A federation-wide DP two-way marginal: a joint probability matrix over ``bins``' cells."""
+
+    bins: PairBins
+    probabilities: np.ndarray
+
+
 @dataclass
 class Marginals:
-    """Federation-wide DP marginals: one probability vector per column."""
+    """Federation-wide DP marginals: one probability vector per column, and the measured pairs.
+
+    ``diagnostics`` is where post-processing (raking at sampling time) records what it
+    did, for the run's report; it holds no private data.
+    """
 
     layout: list[ColumnBins]
     probabilities: list[np.ndarray]
     total_rows: float
+    pairs: list[PairMarginal] = field(default_factory=list)
+    pair_bins: int = DEFAULT_PAIR_BINS
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_noisy_counts(cls, layout: list[ColumnBins], sums: list[np.ndarray], noise_std: float) -> Marginals:
-        """Post-process summed noisy counts: drop bins below the noise level, normalise."""
+    def from_noisy_counts(
+        cls,
+        layout: list[ColumnBins],
+        sums: list[np.ndarray],
+        noise_std: float,
+        pairs: list[PairBins] | None = None,
+        pair_sums: list[np.ndarray] | None = None,
+        pair_bins: int = DEFAULT_PAIR_BINS,
+    ) -> Marginals:
+        """Post-process summed noisy counts: drop one-way bins below the noise level, normalise,
+        and make every two-way table a distribution consistent with its columns' one-way marginals."""
         probabilities = []
         for counts in sums:
             cleaned = np.where(counts > 2.0 * noise_std, counts, 0.0)
@@ -107,16 +280,39 @@ class Marginals:
                 cleaned = np.ones_like(counts)
             probabilities.append(cleaned / cleaned.sum())
         total = float(np.median([max(s.sum(), 1.0) for s in sums]))
-        return cls(layout, probabilities, total)
+        measured = []
+        for pair, counts in zip(pairs or [], pair_sums or [], strict=True):
+            rows = np.bincount(fine_to_coarse(layout[pair.i], pair.first), probabilities[pair.i], pair.shape[0])
+            cols = np.bincount(fine_to_coarse(layout[pair.j], pair.second), probabilities[pair.j], pair.shape[1])
+            measured.append(PairMarginal(pair, consistent_pair(counts, rows, cols)))
+        return cls(layout, probabilities, total, measured, pair_bins)
 
     def to_state(self) -> dict:
-        return {"probabilities": [p.tolist() for p in self.probabilities], "total_rows": self.total_rows}
+        state: dict[str, Any] = {
+            "probabilities": [p.tolist() for p in self.probabilities],
+            "total_rows": self.total_rows,
+        }
+        if self.pairs:
+            state["pair_bins"] = self.pair_bins
+            state["pairs"] = [
+                {"columns": pair.bins.columns, "probabilities": pair.probabilities.tolist()} for pair in self.pairs
+            ]
+        return state
 
     @classmethod
     def from_state(cls, schema: Schema, state: dict, bins: int = DEFAULT_BINS) -> Marginals:
         layout = schema_bins(schema, bins)
         probabilities = [np.asarray(p, dtype=float) for p in state["probabilities"]]
-        return cls(layout, probabilities, float(state["total_rows"]))
+        pair_bins = int(state.get("pair_bins", DEFAULT_PAIR_BINS))
+        entries = state.get("pairs", [])
+        spec = ",".join(":".join(entry["columns"]) for entry in entries)
+        layouts = pair_layout(layout, parse_pairs(spec, schema), pair_bins)
+        by_key = {p.key: p for p in layouts}
+        pairs = []
+        for entry in entries:
+            pair = by_key[f"{PAIR_PREFIX}{entry['columns'][0]}|{entry['columns'][1]}"]
+            pairs.append(PairMarginal(pair, np.asarray(entry["probabilities"], dtype=float).reshape(pair.shape)))
+        return cls(layout, probabilities, float(state["total_rows"]), pairs, pair_bins)
 
     # Uses (post-processing) ------------------------------------------------------
     def sample_column(self, index: int, n: int, rng: np.random.Generator) -> np.ndarray:

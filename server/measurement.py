@@ -1,9 +1,11 @@
 """Round 0: collect the sites' DP histograms and build the federation's marginals.
 
-Each site answers a Flower query message with its noisy one-way histograms
-(``client.client_app.measure``), already charged to its own accountant. The
-server only sums them; the result is public and is kept in the run state (so a
-resumed run does not measure, and pay, again) and in the final checkpoint.
+Each site answers a Flower query message with its noisy one-way histograms and
+the two-way histograms of the pairs ``measure-pairs`` names
+(``client.client_app.measure``), one Gaussian mechanism already charged to its
+own accountant. The server only sums them; the result is public and is kept in
+the run state (so a resumed run does not measure, and pay, again) and in the
+final checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from flwr.supercore import log
 from client.client_app import LEDGERS_KEY
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
-from privacy.histograms import Marginals, schema_bins
+from privacy.histograms import Marginals, pair_layout, parse_pairs, read_release, schema_bins
 from server.run_state import RunState, keep_ledgers
 from server.validation import Participation
 from strategies.gan_fedavg import GanFedAvg, failure_reason
@@ -45,8 +47,13 @@ def measure_marginals(
     """The DP marginals of this run: measured now, or restored from the run state."""
     if config.measure_fraction == 0:
         return None
-    if MARGINALS_STATE in state.extra:
-        return Marginals.from_state(schema, state.extra[MARGINALS_STATE]["marginals"], config.measure_bins)
+    layout = schema_bins(schema, config.measure_bins)
+    pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
+    if MARGINALS_STATE in state.extra:  # measured before this resume: never again
+        entry = state.extra[MARGINALS_STATE]
+        marginals = Marginals.from_state(schema, entry["marginals"], config.measure_bins)
+        marginals.diagnostics = entry.setdefault("post_processing", {})
+        return marginals
     nodes = strategy.wait_for_sites(grid, "measurement")
     query = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), "server-round": 0})
     messages = [
@@ -54,25 +61,23 @@ def measure_marginals(
     ]
     replies, excluded = participation.screen(grid.send_and_receive(messages, timeout=config.round_timeout))
     keep_ledgers(replies, state.ledgers)  # a site is charged for its release even if its reply is unusable
-    layout = schema_bins(schema, config.measure_bins)
     sums = [np.zeros(spec.size) for spec in layout]
+    pair_sums = [np.zeros(pair.shape) for pair in pairs]
     variance, sites, failed = 0.0, [], {}
     for msg in replies:
         name = strategy.name_of(msg)  # the strategy learns every site's name before round 1
         if msg.has_error():
             failed[name] = failure_reason(msg.error.reason)
             continue
-        histograms = msg.content.array_records["histograms"]
-        for spec in layout:
-            values = histograms[spec.column.name].numpy()
-            if values.shape != (spec.size,) or not np.all(np.isfinite(values)):
-                failed[name] = f"histogram of '{spec.column.name}' has the wrong shape or non-finite values"
-                break
-        else:
-            for i, spec in enumerate(layout):
-                sums[i] += histograms[spec.column.name].numpy()
-            variance += float(msg.content.metric_records["metrics"]["noise-std"]) ** 2
-            sites.append(name)
+        try:
+            one_way, two_way = read_release(msg.content.array_records["histograms"], layout, pairs)
+        except ValueError as exc:
+            failed[name] = str(exc)
+            continue
+        for total, values in zip([*sums, *pair_sums], [*one_way, *two_way], strict=True):
+            total += values
+        variance += float(msg.content.metric_records["metrics"]["noise-std"]) ** 2
+        sites.append(name)
     failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
     if len(sites) < config.min_replies:
         raise MeasurementFailedError(
@@ -80,14 +85,17 @@ def measure_marginals(
             f"failed: {failed or 'none'}"
         )
     noise_std = math.sqrt(variance)
-    marginals = Marginals.from_noisy_counts(layout, sums, noise_std)
+    marginals = Marginals.from_noisy_counts(layout, sums, noise_std, pairs, pair_sums, config.measure_pair_bins)
     state.extra[MARGINALS_STATE] = {
         "marginals": marginals.to_state(),
         "sites": sites,
         "failed": failed,
         "noise_std_per_count": noise_std,
+        "histograms": len(layout) + len(pairs),
+        "post_processing": marginals.diagnostics,  # filled in by raking at sampling time, for the report
     }
-    log(INFO, "fedsynth: measured DP histograms from %d site(s) (noise std %.1f per count)", len(sites), noise_std)
+    log(INFO, "fedsynth: measured DP histograms from %d site(s): %d one-way, %d two-way (noise std %.1f per count)",
+        len(sites), len(layout), len(pairs), noise_std)  # fmt: skip
     return marginals
 
 
@@ -96,13 +104,24 @@ def measurement_summary(config: RunConfig, state: RunState) -> dict:
     if MARGINALS_STATE not in state.extra:
         return {"released": False}
     entry = state.extra[MARGINALS_STATE]
+    pairs = [entry_pair["columns"] for entry_pair in entry["marginals"].get("pairs", [])]
+    used_for = []
+    if config.calibrate:
+        used_for.append("calibration of the synthetic table's one-way marginals (post-processing)")
+        if pairs:
+            used_for.append("raking the synthetic table to the two-way marginals (post-processing)")
     return {
         "released": True,
-        "what": "one-way histograms of every column, Gaussian mechanism, charged to each site's accountant",
+        "what": "one-way histograms of every column and two-way histograms of the pairs listed, "
+        "one Gaussian mechanism (L2 sensitivity sqrt(histograms)), charged to each site's accountant",
         "budget_fraction": config.measure_fraction,
         "bins_per_numeric_column": config.measure_bins,
+        "pairs": pairs,
+        "pair_bins_per_numeric_column": config.measure_pair_bins if pairs else None,
+        "histograms": entry.get("histograms", len(entry["marginals"]["probabilities"])),
         "sites": entry["sites"],
         "failed": entry["failed"],
         "noise_std_per_count": entry["noise_std_per_count"],
-        "used_for": ["calibration of the synthetic table"] if config.calibrate else [],
+        "used_for": used_for,
+        "raking": entry.get("post_processing", {}).get("raking"),
     }

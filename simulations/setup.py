@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from client.site_data import MIN_SITE_ROWS
 from fedsynth.config import RunConfig
 from fedsynth.errors import DataError
+from privacy.histograms import parse_pairs
 from simulations.partitioning import num_sites, parse_partition, partition_table
 from tabular.datasets import resolve_schema_path
 from tabular.loading import load_table
@@ -31,6 +32,7 @@ class SimulationPlan:
 def prepare_simulation(config: RunConfig, echo: Callable[[str], None] = print) -> SimulationPlan:
     """Validate schema, data and split; return the config the federation will run with."""
     schema = load_schema(resolve_schema_path(config.data, config.schema))
+    parse_pairs(config.measure_pairs, schema)  # a column the schema lacks is an error now, not in round 0
     table = load_table(config.data, schema)
     spec = parse_partition(config.partition, schema)
     count = num_sites(spec, table, config.clients)
