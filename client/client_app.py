@@ -5,7 +5,8 @@ against, the site's own privacy budget:
 
 - query (round 0): release DP one-way (and chosen two-way) histograms of the site's rows;
 - train (every round): unpack the global G+D, train the discriminator with
-  Opacus DP-SGD and the generator through it, reply with the packed update;
+  Opacus DP-SGD and the generator through it, reply with the packed update
+  (under secure aggregation, masked by SecAgg+: ``client.secure_aggregation``);
 - evaluate: score a synthetic sample against the site's rows, either as
   DP-noised fidelity aggregates for the validator, or as the release gate's
   counts of synthetic rows that copy or come close to a real row.
@@ -29,6 +30,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.secure_aggregation import secure_aggregation_mod
 from client.site_data import SiteData, load_site, schema_from_text
 from client.task import plan_budget, train_round
 from fedsynth.config import RunConfig
@@ -164,7 +166,7 @@ def measure(msg: Message, context: Context) -> Message:
                    reply_to=msg)  # fmt: skip
 
 
-@app.train()
+@app.train(mods=[secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
     """One round of local DP training."""
     config, record, site = _open(msg, context)

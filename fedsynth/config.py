@@ -44,6 +44,7 @@ class RunConfig:
     outlier_factor: float = 10.0  # reject an update farther from the global model than this x the median; 0: off
     local_steps: int = 50  # DP discriminator steps per site per round
     transfer_dtype: str = "float32"  # float32 | float16: the type model weights travel in
+    secure_aggregation: bool = False  # SecAgg+: the server learns only the sum of the site updates
     # Privacy (record-level, per site).
     epsilon: float = 1.0
     delta: float = 1e-5
@@ -161,6 +162,16 @@ class RunConfig:
             fail("aggregation", "must be fedavg with client-level DP (the noise assumes a plain mean)")
         if self.transfer_dtype not in ("float32", "float16"):
             fail("transfer-dtype", "must be float32 or float16")
+        if self.secure_aggregation:
+            # SecAgg+ hides individual updates: nothing that needs one can run beside it.
+            if self.aggregation != "fedavg":
+                fail("aggregation", "must be fedavg with secure-aggregation (robust rules need each update)")
+            if self.client_dp_noise > 0:
+                fail("client-dp-noise", "must be 0 with secure-aggregation (server-side clipping needs each update)")
+            if self.transfer_dtype != "float32":
+                fail("transfer-dtype", "must be float32 with secure-aggregation (SecAgg+ quantises updates itself)")
+            if self.min_sites < 2:
+                fail("min-sites", "must be at least 2 with secure-aggregation (a sum of one is the update)")
         if self.validator_action not in VALIDATOR_ACTIONS:
             fail("validator-action", f"must be one of {', '.join(VALIDATOR_ACTIONS)}")
         if self.validator_rows < 10:

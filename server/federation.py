@@ -36,10 +36,11 @@ from server.measurement import measure_marginals, measurement_summary
 from server.report import build_report, json_safe, write_json
 from server.run_state import RunState, keep_ledgers
 from server.sampling import sample_table
+from server.secure_round import DEFAULT_MAX_WEIGHT, SECURE_STATE, secure_aggregation_section, secure_train_round
 from server.validation import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
 from strategies.client_dp import client_level_section, wrap_client_dp
 from strategies.factory import build_strategy
-from strategies.gan_fedavg import GanFedAvg, RoundLog
+from strategies.gan_fedavg import WEIGHT_KEY, GanFedAvg, RoundLog, site_name
 from tabular.codec import TableCodec
 from tabular.datasets import resolve_schema_path
 from tabular.schema import Schema, dump_schema_text, load_schema
@@ -158,12 +159,14 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
         tick = time.time()
         train_config = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale})
         sent = cast_record(arrays, config.transfer_dtype)
-        messages = trainer.configure_train(server_round, sent, train_config, grid)
-        replies = list(grid.send_and_receive(watch.participation.without_excluded(messages),
-                                             timeout=config.round_timeout))  # fmt: skip
-        keep_ledgers(replies, state.ledgers)
-        replies, excluded = watch.participation.screen(replies)
-        aggregated, _ = trainer.aggregate_train(server_round, replies)
+        messages = watch.participation.without_excluded(trainer.configure_train(server_round, sent, train_config, grid))
+        if config.secure_aggregation:
+            aggregated, excluded = _secure_exchange(grid, fed, strategy, watch, state, messages, server_round, arrays)
+        else:
+            replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
+            keep_ledgers(replies, state.ledgers)
+            replies, excluded = watch.participation.screen(replies)
+            aggregated, _ = trainer.aggregate_train(server_round, replies)
         if not strategy.history or strategy.history[-1].round != server_round:
             strategy.history.append(RoundLog(round=server_round, failed={"all": "client-level DP skipped the round"}))
         entry = strategy.history[-1]
@@ -210,6 +213,33 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
             break
 
     return _finish(grid, fed, arrays, state, strategy, watch, fields, started, marginals)
+
+
+def _secure_exchange(
+    grid: Grid,
+    fed: Federation,
+    strategy: GanFedAvg,
+    watch: Watch,
+    state: RunState,
+    messages: list,
+    server_round: int,
+    arrays: ArrayRecord,
+) -> tuple[ArrayRecord | None, dict[str, str]]:
+    """One round under SecAgg+: the sites' metrics and ledgers arrive in the clear, the updates only as a sum."""
+    known_rows = [int(m[WEIGHT_KEY]) for m in strategy.latest_site_metrics().values() if WEIGHT_KEY in m]
+    max_weight = max(known_rows, default=DEFAULT_MAX_WEIGHT)  # the tightest scale that cannot overflow
+    outcome = secure_train_round(grid, messages, server_round, arrays, fed.config.round_timeout, max_weight)
+    keep_ledgers(outcome.replies, state.ledgers)
+    replies, excluded = watch.participation.screen(outcome.replies)
+    aggregate = outcome.aggregate
+    inside_the_sum = [site_name(m) for m in outcome.replies if m.has_content() and site_name(m) in excluded]
+    if inside_the_sum:
+        # The policy excludes a site whose update is already in the sum, and a sum cannot be taken apart.
+        log(WARNING, "fedsynth: round %d: discarding the secure sum, it includes %s", server_round, inside_the_sum)
+        aggregate = None
+    aggregated = strategy.record_secure_round(server_round, replies, aggregate)
+    state.extra.setdefault(SECURE_STATE, []).append(outcome.summary(server_round))
+    return aggregated, excluded
 
 
 def _round_arrays(fed: Federation, server_round: int | None) -> ArrayRecord:
@@ -299,6 +329,8 @@ def _finish(
     if "client_dp" in state.extra:
         entry = state.extra["client_dp"]
         report["privacy"]["client_level"] = client_level_section(config, entry["sites"], entry["releases"])
+    if config.secure_aggregation:
+        report["secure_aggregation"] = secure_aggregation_section(state.extra.get(SECURE_STATE, []))
     report["validator"] = {**watch.history.to_dict(), "site_feedback": watch.feedback}
     report["sovereignty"] = sovereignty_section(policy, decision)
     report["release"] = release_section(decision, "synthetic.csv")

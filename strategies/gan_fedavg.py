@@ -40,6 +40,7 @@ from fedsynth.errors import UserError
 SITE_RECORD = "site"
 WEIGHT_KEY = "num-examples"
 TRAINED_KEY = "trained-steps"
+SECURE_METRICS_RECORD = "fitres.metrics"  # where a site's metrics travel under secure aggregation
 DISTANCE_KEY = "update-distance"  # per-site figure added to the round log: L2 distance to the global model
 MIN_UPDATES_FOR_OUTLIERS = 3
 
@@ -241,6 +242,41 @@ class GanFedAvg(FedAvg):
         log(INFO, "round %d: combined %d site update(s) (%s): %s",
             server_round, len(usable), self.name, ", ".join(entry.aggregated))  # fmt: skip
         return arrays, metrics
+
+    def record_secure_round(
+        self, server_round: int, replies: Iterable[Message], aggregate: ArrayRecord | None
+    ) -> ArrayRecord | None:
+        """Log a round whose updates were summed under secure aggregation, and return the usable mean.
+
+        The replies carry each site's metrics but no arrays: only the unmasked mean
+        ``aggregate`` exists. Per-reply checks cannot run, so the mean itself is
+        checked; sites that took no step entered the sum with weight 0.
+        """
+        entry = RoundLog(round=server_round)
+        self.history.append(entry)
+        replies = list(replies)
+        answered = {msg.metadata.src_node_id for msg in replies}
+        entry.missing = [self.node_names.get(n, f"node-{n}") for n in self._sampled if n not in answered]
+        for msg in replies:
+            name = self.name_of(msg)
+            if msg.has_error():
+                entry.failed[name] = failure_reason(msg.error.reason)
+                log(WARNING, "round %d: site %s failed: %s", server_round, name, entry.failed[name])
+                continue
+            metrics = msg.content.config_records.get(SECURE_METRICS_RECORD)
+            entry.sites[name] = {k: v for k, v in (metrics or {}).items() if not isinstance(v, list)}
+            (entry.idle if entry.sites[name].get(TRAINED_KEY, 1) == 0 else entry.aggregated).append(name)
+        if aggregate is None or not entry.aggregated:
+            entry.aggregated = []
+            log(WARNING, "round %d: secure aggregation gave no usable sum; the global model is unchanged", server_round)
+            return None
+        if not all(np.all(np.isfinite(array.numpy())) for array in aggregate.values()):
+            entry.rejected["secure sum"] = "holds NaN or Inf"
+            entry.aggregated = []
+            return None
+        log(INFO, "round %d: securely summed %d site update(s): %s",
+            server_round, len(entry.aggregated), ", ".join(entry.aggregated))  # fmt: skip
+        return aggregate
 
     def combine(self, records: list[ArrayRecord], weights: list[float]) -> tuple[ArrayRecord, list[int]]:
         """The new global record from the round's accepted updates, and the indices of those it used.

@@ -3,8 +3,9 @@
 Real Flower processes only: ``flower-superlink`` (TLS, ``--enable-supernode-auth``),
 ``flwr supernode register`` for each site's public key, three ``flower-supernode``
 processes that each read their own partition file from ``--node-config``, and
-``flwr run`` against the TLS connection. It checks the outputs the ServerApp
-writes on the coordinator, each site's ε in the report and in the site's own
+``flwr run`` against the TLS connection, with secure aggregation (SecAgg+) on.
+It checks the outputs the ServerApp writes on the coordinator, that the server
+received no plain update, each site's ε in the report and in the site's own
 ledger file, and that four SuperNodes are turned away: one whose key was never
 registered, one without a key, one without the federation's CA certificate and
 one with another CA.
@@ -177,6 +178,7 @@ def test_tls_and_node_auth_deployment_with_three_sites(tmp_path):
         run_config.write_text(tomli_w.dumps({
             "rounds": ROUNDS, "local-steps": 5, "batch-size": 128, "min-sites": len(SITES),
             "round-timeout": 120.0, "schema": str(Path(DEFAULT_SCHEMA).resolve()), "out": str(out),
+            "secure-aggregation": True,  # SecAgg+ over the same TLS links: the server sees only sums
         }))  # fmt: skip
         ran = run_cli([str(BIN / "flwr"), "run", str(APP_DIR), CONNECTION, "--run-config", str(run_config),
                        "--stream"], coord_env, coordinator, timeout=300)  # fmt: skip
@@ -210,6 +212,9 @@ def test_tls_and_node_auth_deployment_with_three_sites(tmp_path):
     privacy = report["privacy"]
     assert sorted(privacy["sites"]) == sorted(SITES)
     assert privacy["epsilon_target"] == EPSILON
+    secure = report["secure_aggregation"]
+    assert secure["plain_array_elements_received"] == 0
+    assert [r["sites_in_sum"] for r in secure["rounds"]] == [len(SITES)] * ROUNDS
 
     # --- each site's ε: in the report, and from the site's own ledger with Opacus alone ---
     for name in SITES:

@@ -1,0 +1,95 @@
+"""The site's half of secure aggregation: Flower's SecAgg+ around the ordinary training handler.
+
+SecAgg+ lives in Flower's legacy stack: its client mod (``secaggplus_mod``) runs
+the key agreement and secret sharing, and masks the site's update before it
+leaves, but it speaks the legacy ``FitIns``/``FitRes`` record layout. This mod
+lets the same ``train`` handler serve both kinds of run:
+
+- a train message without SecAgg+ configs (an ordinary round) goes straight to
+  the handler;
+- a SecAgg+ message goes through ``secaggplus_mod``; in the one stage where the
+  site trains (collect masked vectors), the legacy ``FitIns`` is turned into the
+  handler's own message (``arrays`` + ``config``) and the handler's reply back
+  into a ``FitRes``, which ``secaggplus_mod`` then quantises, masks and sends
+  without the plain arrays.
+
+The site's metrics (its ε among them) and its ``site`` record (name,
+jurisdiction, privacy ledger) still travel in the clear: they say what the site
+spent, not what it learned.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common.recorddict_compat import fitres_to_recorddict, recorddict_to_fitins
+
+KEYS_FIELD = "secagg-keys"  # JSON list: the packed record's keys, in the order of the legacy parameter list
+WEIGHT_KEY = "num-examples"
+TRAINED_KEY = "trained-steps"
+
+
+class UnsafeUpdateError(RuntimeError):
+    """The site's own update is not fit to enter the secure sum (it could not be rejected later)."""
+
+
+def is_secure(msg: Message) -> bool:
+    """Whether a message belongs to a SecAgg+ exchange."""
+    return msg.has_content() and RECORD_KEY_CONFIGS in msg.content.config_records
+
+
+def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Run SecAgg+ when the server asks for it; otherwise pass the message through unchanged."""
+    if not is_secure(msg):
+        return call_next(msg, context)
+
+    def train_then_hand_back(legacy: Message, ctx: Context) -> Message:
+        sent = legacy.content
+        legacy.content = _native_content(sent)  # same message and metadata, the handler's own layout
+        try:
+            reply = call_next(legacy, ctx)
+        finally:
+            legacy.content = sent
+        if reply.has_error():
+            return reply
+        return Message(_legacy_content(reply.content, sent), reply_to=legacy)
+
+    return secaggplus_mod(msg, context, train_then_hand_back)
+
+
+def _native_content(content: RecordDict) -> RecordDict:
+    """Legacy ``FitIns`` (a parameter list + a flat config) as the train handler's ``arrays`` + ``config``."""
+    fitins = recorddict_to_fitins(content, keep_input=True)
+    keys = json.loads(str(fitins.config[KEYS_FIELD]))
+    values = parameters_to_ndarrays(fitins.parameters)
+    if len(keys) != len(values):
+        raise ValueError(f"secure aggregation: {len(values)} arrays for {len(keys)} keys")
+    arrays = ArrayRecord({key: Array(np.asarray(value)) for key, value in zip(keys, values, strict=True)})
+    config = {k: v for k, v in fitins.config.items() if k != KEYS_FIELD}
+    return RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
+
+
+def _legacy_content(reply: RecordDict, sent: RecordDict) -> RecordDict:
+    """The handler's reply as a legacy ``FitRes``, in the key order the server sent, plus the ``site`` record."""
+    keys = json.loads(str(recorddict_to_fitins(sent, keep_input=True).config[KEYS_FIELD]))
+    arrays = next(iter(reply.array_records.values()))
+    metrics: MetricRecord = next(iter(reply.metric_records.values()))
+    # float64: Flower quantises in the array's own dtype, and float32 cannot hold 2**26 levels exactly.
+    values = [np.asarray(arrays[key].numpy(), dtype=np.float64) for key in keys]
+    if not all(np.all(np.isfinite(v)) for v in values):
+        # Inside a secure sum a NaN would poison everyone's model and could not be traced back.
+        raise UnsafeUpdateError("the update holds NaN or Inf; not sending it into the secure sum")
+    # A site that took no step (budget spent) enters with weight 0: it adds nothing to the sum.
+    weight = int(metrics[WEIGHT_KEY]) if int(metrics.get(TRAINED_KEY, 1)) > 0 else 0
+    legacy_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    fitres = FitRes(Status(Code.OK, "ok"), ndarrays_to_parameters(values), weight, legacy_metrics)
+    out = fitres_to_recorddict(fitres, keep_input=False)
+    for name, record in reply.config_records.items():
+        out.config_records[name] = record
+    return out
