@@ -119,10 +119,33 @@ def site_work(args: tuple[int, int]) -> tuple[float, float]:
     if outcome.trained_steps != W.config.local_steps:
         raise RuntimeError(f"site {site_id} trained {outcome.trained_steps} steps, expected {W.config.local_steps}")
     pack(generator, discriminator)
+    _ = outcome.budget.spent  # the ε the ClientApp reports in its reply (one accountant evaluation)
     return time.perf_counter() - started, time.process_time() - cpu_started
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+
+
+def print_round_parts(parts: list[dict], in_process: float) -> None:
+    """Where a steady-state round's seconds go, from the ServerApp's own timers (medians over rounds)."""
+    if not parts:
+        return
+    med = {key: statistics.median(p.get(key, 0.0) for p in parts) for key in parts[0]}
+    site_work = max(med["site_seconds_max"], med["site_seconds_sum"] / WORKERS)
+    print("Steady-state round, split by the ServerApp's timers (medians)")
+    for name, value in (
+        ("exchange: send, sites' work, receive", med["exchange"]),
+        (f"  sites' own handler seconds (sum / {WORKERS} workers, or the slowest)", site_work),
+        ("  messaging, serialisation, scheduling (the rest)", med["exchange"] - site_work),
+        ("aggregation (checks, FedAvg, ledgers)", med.get("aggregate", 0.0)),
+        ("checkpoint (write + sha256)", med["checkpoint"]),
+        ("validator (sample + health scores)", med["validator"]),
+        ("other (config, progress line)", med["other"]),
+        ("saving the run state (after the round's clock)", med.get("state_save_after", 0.0)),
+    ):
+        print(f"  {name:<{NAME_WIDTH + 8}}{value:>10.3f} s")
+    label = f"in-process round ({WORKERS} processes), for comparison"
+    print(f"  {label:<{NAME_WIDTH + 8}}{in_process:>10.3f} s")
 
 
 def stats(samples: list[float]) -> dict:
@@ -410,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'':<{NAME_WIDTH}}{'median':>10}{'min':>10}{'max':>10}{'n':>5}")
     print(f"In-process, no Flower (one round = {sites} sites)")
-    print(row("  one site's work (train_round + pack/unpack)", stats(site_seconds)))
+    print(row("  one site's work (train_round, pack/unpack, ε)", stats(site_seconds)))
     print(row("  round, sequential (1 process)", seq))
     print(row(f"  round, parallel ({WORKERS} processes)", par))
     print(row("  budget planning, one site (not in rounds)", stats(plan_seconds)))
@@ -431,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     one(f"in-process sequential / {WORKERS} processes", seq["median"] / par["median"], "x")
     one("Flower overhead per steady-state round", overhead)
     one("round 1 / steady-state round", rounds_seconds[0] / steady["median"], "x")
+    print_round_parts(timings.get("round_parts", [])[1:], par["median"])
     per_round = 2 * sites * sizes["flower_object_bytes"]
     base = sizes["param_bytes_float32"]
     print(f"Update size per message (G+D, {sizes['arrays']} arrays, {sizes['parameters']:,} parameters)")

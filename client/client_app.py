@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import time
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,7 @@ LR_SCALE_KEY = "lr-scale"
 PURPOSE_KEY = "purpose"  # evaluate messages: "feedback" | "release-check"
 SYNTHETIC_KEY = "synthetic-csv"
 THRESHOLD_KEY = "distance-threshold"
+SITE_SECONDS_KEY = "site-seconds"  # train replies: the handler's own wall seconds, without Flower's messaging
 
 app = ClientApp()
 
@@ -169,6 +171,7 @@ def measure(msg: Message, context: Context) -> Message:
 @app.train(mods=[secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
     """One round of local DP training."""
+    started = time.perf_counter()
     config, record, site = _open(msg, context)
     server_round = int(record["server-round"])
     seed = _seed(config.seed, site.name, server_round)
@@ -184,6 +187,8 @@ def train(msg: Message, context: Context) -> Message:
     lr_scale = float(record.get(LR_SCALE_KEY, 1.0))
     outcome = train_round(generator, discriminator, site.encoded, budget, config, lr_scale=lr_scale)
     _save_budget(context, outcome.budget)
+    arrays = pack(generator, discriminator, config.transfer_dtype)
+    spent = outcome.budget.spent
 
     metrics = MetricRecord(
         {
@@ -192,7 +197,7 @@ def train(msg: Message, context: Context) -> Message:
             "trained-steps": outcome.trained_steps,
             "steps": outcome.budget.steps,
             "max-steps": outcome.budget.max_steps,
-            "epsilon": outcome.budget.spent,
+            "epsilon": spent,
             "epsilon-budget": outcome.budget.epsilon,
             "delta": outcome.budget.delta,
             "noise-multiplier": outcome.budget.noise_multiplier,
@@ -200,11 +205,12 @@ def train(msg: Message, context: Context) -> Message:
             "budget-exhausted": int(outcome.budget_exhausted),
             "loss-discriminator-fake": outcome.loss_discriminator_fake,
             "loss-generator": outcome.loss_generator,
+            SITE_SECONDS_KEY: time.perf_counter() - started,
         }
     )
     reply = RecordDict(
         {
-            "arrays": pack(generator, discriminator, config.transfer_dtype),
+            "arrays": arrays,
             "metrics": metrics,
             "site": _site_record(site, outcome.budget),
         }

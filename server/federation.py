@@ -24,7 +24,15 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from client.client_app import LEDGERS_KEY, LR_SCALE_KEY, POLICY_KEY, PURPOSE_KEY, SCHEMA_KEY, SYNTHETIC_KEY
+from client.client_app import (
+    LEDGERS_KEY,
+    LR_SCALE_KEY,
+    POLICY_KEY,
+    PURPOSE_KEY,
+    SCHEMA_KEY,
+    SITE_SECONDS_KEY,
+    SYNTHETIC_KEY,
+)
 from fedsynth.config import RunConfig
 from fedsynth.errors import CheckpointError, UserError
 from models.gan import GanShape, build_gan
@@ -34,6 +42,7 @@ from privacy.histograms import Marginals
 from server.checkpoints import checkpoint_calibration, load_checkpoint, save_checkpoint
 from server.measurement import measure_marginals, measurement_summary
 from server.report import build_report, json_safe, write_json
+from server.round_timer import RoundTimer
 from server.run_state import RunState, keep_ledgers
 from server.sampling import sample_table
 from server.secure_round import DEFAULT_MAX_WEIGHT, SECURE_STATE, secure_aggregation_section, secure_train_round
@@ -51,6 +60,7 @@ from validator.report_md import write_markdown_report
 from validator.sovereignty import release_section, sovereignty_section
 
 CONFIG_FILE = "config.json"  # the run's configuration, read back by --resume
+ROUND_PARTS_STATE = "round_parts"  # the run state's per-round split of the server's seconds
 
 
 class FederationStoppedError(UserError):
@@ -156,17 +166,21 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
     failed_in_a_row = 0
 
     for server_round in range(state.completed_round + 1, config.rounds + 1):
-        tick = time.time()
+        tick, timer = time.time(), RoundTimer()
         train_config = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale})
         sent = cast_record(arrays, config.transfer_dtype)
         messages = watch.participation.without_excluded(trainer.configure_train(server_round, sent, train_config, grid))
         if config.secure_aggregation:
-            aggregated, excluded = _secure_exchange(grid, fed, strategy, watch, state, messages, server_round, arrays)
+            with timer.part("exchange"):  # the SecAgg+ stages interleave messaging and summing
+                aggregated, excluded = _secure_exchange(grid, fed, strategy, watch, state, messages, server_round,
+                                                        arrays)  # fmt: skip
         else:
-            replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
-            keep_ledgers(replies, state.ledgers)
-            replies, excluded = watch.participation.screen(replies)
-            aggregated, _ = trainer.aggregate_train(server_round, replies)
+            with timer.part("exchange"):
+                replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
+            with timer.part("aggregate"):
+                keep_ledgers(replies, state.ledgers)
+                replies, excluded = watch.participation.screen(replies)
+                aggregated, _ = trainer.aggregate_train(server_round, replies)
         if not strategy.history or strategy.history[-1].round != server_round:
             strategy.history.append(RoundLog(round=server_round, failed={"all": "client-level DP skipped the round"}))
         entry = strategy.history[-1]
@@ -184,13 +198,19 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
                 server_round, len(entry.aggregated), config.min_replies)  # fmt: skip
 
         name = f"round-{server_round:03d}.pt"
-        save_checkpoint(fed.checkpoints / name, arrays, fed.schema, fed.shape, server_round)
-        verdict = _validate_round(grid, fed, watch, arrays, server_round, fields, state)
+        with timer.part("checkpoint"):
+            save_checkpoint(fed.checkpoints / name, arrays, fed.schema, fed.shape, server_round)
+        with timer.part("validator"):
+            verdict = _validate_round(grid, fed, watch, arrays, server_round, fields, state)
         state.completed_round, state.checkpoint = server_round, name
         state.history = strategy.history
         state.round_seconds.append(time.time() - tick)
+        parts = {**timer.finish(), **_site_seconds(entry)}
+        state.extra.setdefault(ROUND_PARTS_STATE, []).append(parts)
         watch.save(state)
+        saving = time.perf_counter()
         state.save(fed.checkpoints)
+        parts["state_save_after"] = time.perf_counter() - saving  # not in the round's seconds; kept for the report
         _log_progress(server_round, config, entry, state.round_seconds[-1])
 
         if verdict.action == "stop":
@@ -240,6 +260,12 @@ def _secure_exchange(
     aggregated = strategy.record_secure_round(server_round, replies, aggregate)
     state.extra.setdefault(SECURE_STATE, []).append(outcome.summary(server_round))
     return aggregated, excluded
+
+
+def _site_seconds(entry: RoundLog) -> dict[str, float]:
+    """The sites' own handler seconds this round (their compute, without Flower's messaging)."""
+    seconds = [float(m[SITE_SECONDS_KEY]) for m in entry.sites.values() if SITE_SECONDS_KEY in m]
+    return {"site_seconds_sum": sum(seconds), "site_seconds_max": max(seconds, default=0.0)}
 
 
 def _round_arrays(fed: Federation, server_round: int | None) -> ArrayRecord:
@@ -315,6 +341,7 @@ def _finish(
         "training_seconds": training_done - started,
         "sampling_seconds": finished - training_done,
         "rounds_seconds": state.round_seconds,
+        "round_parts": state.extra.get(ROUND_PARTS_STATE, []),
         "resumed_after_rounds": state.resumed_at,
     }
     outputs = {

@@ -63,6 +63,11 @@ def check_outputs(out: Path, schema_path: Path, rows: int, epsilon: float, round
     assert privacy["epsilon_max"] <= epsilon
     assert report["rounds_completed"] == rounds
     assert len(report["timings"]["rounds_seconds"]) == rounds and report["timings"]["total_seconds"] > 0
+    # The server's split of each round: the exchange holds the sites' own work, and the parts add up.
+    for parts, seconds in zip(report["timings"]["round_parts"], report["timings"]["rounds_seconds"], strict=True):
+        assert parts["exchange"] >= parts["site_seconds_max"] > 0
+        inside = sum(parts[k] for k in ("exchange", "aggregate", "checkpoint", "validator", "other"))
+        assert inside == pytest.approx(parts["total"]) and parts["total"] <= seconds + 0.05
     RunConfig.from_mapping(report["config"])  # everything needed to rerun, and valid
     assert (out / "checkpoints" / "final.pt").is_file()
     assert len(list((out / "checkpoints").glob("round-*.pt"))) == rounds
