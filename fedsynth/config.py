@@ -56,6 +56,7 @@ class RunConfig:
     measure_bins: int = 32  # interval bins per numeric column in those histograms
     measure_pairs: str = ""  # two-way histograms in the same release: "A:B,C:*" (C with every column); "": none
     measure_pair_bins: int = 8  # at most this many interval bins per numeric column in two-way histograms
+    rake_mix: float = 0.5  # share of raking candidates recombined column by column from generator rows
     calibrate: bool = True  # match the generator's output to the DP marginals (post-processing)
     # Validator and data-sovereignty policy.
     policy: str = ""  # data-sovereignty policy YAML; empty: no copies released, every site admitted
@@ -139,6 +140,8 @@ class RunConfig:
             fail("measure-bins", "must be at least 2")
         if self.calibrate and self.measure_fraction == 0:
             fail("calibrate", "needs DP histograms: set measure-fraction above 0 or calibrate=false")
+        if not 0 <= self.rake_mix <= 1:
+            fail("rake-mix", "must be in [0, 1]")
         if self.measure_pair_bins < 2:
             fail("measure-pair-bins", "must be at least 2")
         for token in filter(None, (t.strip() for t in self.measure_pairs.split(","))):

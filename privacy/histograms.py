@@ -36,6 +36,7 @@ from tabular.schema import Column, Schema
 
 DEFAULT_BINS = 32
 DEFAULT_PAIR_BINS = 8
+INTEGER_VALUE_BINS = 128  # integer columns with at most this many values get one bin per value
 PAIR_FLOOR = 1e-4  # probability given to a two-way cell whose noisy count is at or below 0
 PAIR_PREFIX = "pair:"  # key of a two-way histogram in a site's release: ``pair:A|B``
 
@@ -53,11 +54,16 @@ class ColumnBins:
 
 
 def column_bins(col: Column, bins: int = DEFAULT_BINS) -> ColumnBins:
-    """Public bins for ``col``: categories, or a point bin at ``min`` plus interval bins."""
+    """Public bins for ``col``: categories, or a point bin at ``min`` plus interval bins.
+
+    An integer column spanning at most ``max(bins, INTEGER_VALUE_BINS)`` values gets one
+    bin per value: integers such as hours worked pile up on round values (40), which an
+    interval bin would smear over its neighbours; bins under the noise are dropped later.
+    """
     if not col.is_numeric:
         return ColumnBins(col, np.array([]))
     lo, hi = warp(col, np.array([col.min, col.max], dtype=float))
-    if col.type == "integer" and col.max - col.min <= bins:
+    if col.type == "integer" and col.max - col.min <= max(bins, INTEGER_VALUE_BINS):
         # ``min`` has the point bin; then one bin per whole value above it, with edges
         # half-way between values (on the raw scale, then warped).
         raw = np.arange(col.min + 0.5, col.max, 1.0)
@@ -259,6 +265,7 @@ class Marginals:
     total_rows: float
     pairs: list[PairMarginal] = field(default_factory=list)
     pair_bins: int = DEFAULT_PAIR_BINS
+    rake_mix: float = 0.0  # share of raking candidates recombined column by column (``rake-mix``)
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -294,6 +301,7 @@ class Marginals:
         }
         if self.pairs:
             state["pair_bins"] = self.pair_bins
+            state["rake_mix"] = self.rake_mix
             state["pairs"] = [
                 {"columns": pair.bins.columns, "probabilities": pair.probabilities.tolist()} for pair in self.pairs
             ]
@@ -312,7 +320,8 @@ class Marginals:
         for entry in entries:
             pair = by_key[f"{PAIR_PREFIX}{entry['columns'][0]}|{entry['columns'][1]}"]
             pairs.append(PairMarginal(pair, np.asarray(entry["probabilities"], dtype=float).reshape(pair.shape)))
-        return cls(layout, probabilities, float(state["total_rows"]), pairs, pair_bins)
+        rake_mix = float(state.get("rake_mix", 0.0))
+        return cls(layout, probabilities, float(state["total_rows"]), pairs, pair_bins, rake_mix)
 
     # Uses (post-processing) ------------------------------------------------------
     def sample_column(self, index: int, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -16,7 +16,11 @@ DP outputs only, so it is free:
   histograms; iterative proportional fitting finds row weights under which
   every measured one-way and two-way marginal of the weighted table matches the
   DP one; then the requested number of rows is drawn in proportion to those
-  weights. This injects the measured dependence (for instance between the target
+  weights. A share of the candidates (``rake-mix``) are recombined: each of
+  their columns is taken from another, random generator row, so that raking
+  can reach combinations the generator never produces (under DP noise it often
+  learns spurious dependence: a near-deterministic link between two columns
+  that are independent in the data). This injects the measured dependence (for instance between the target
   column and the others) that the generator did not learn under DP noise, while
   keeping the generator's own rows.
 
@@ -149,5 +153,24 @@ def calibrated_sample(
             mapped = marginals.quantile_map(index, values)
             table[span.column.name] = mapped.astype(np.int64) if span.column.type == "integer" else mapped
     if marginals.pairs:
-        table, marginals.diagnostics["raking"] = rake(table, marginals, rows, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        table = recombine(table, marginals.rake_mix, rng)
+        table, marginals.diagnostics["raking"] = rake(table, marginals, rows, rng)
+        marginals.diagnostics["raking"]["recombined_share"] = marginals.rake_mix
     return table
+
+
+def recombine(table: pd.DataFrame, share: float, rng: np.random.Generator) -> pd.DataFrame:
+    """``table`` with its last ``share`` of rows rebuilt column by column from random rows of ``table``.
+
+    Each rebuilt row takes every column's value from an independently chosen row, so
+    those rows follow the product of the table's one-way marginals.
+    """
+    count = round(share * len(table))
+    if count == 0:
+        return table
+    out = table.copy()
+    for name in out.columns:
+        donors = rng.integers(0, len(table), count)
+        out.iloc[len(table) - count :, out.columns.get_loc(name)] = table[name].to_numpy()[donors]
+    return out

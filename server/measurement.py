@@ -52,6 +52,7 @@ def measure_marginals(
     if MARGINALS_STATE in state.extra:  # measured before this resume: never again
         entry = state.extra[MARGINALS_STATE]
         marginals = Marginals.from_state(schema, entry["marginals"], config.measure_bins)
+        marginals.rake_mix = config.rake_mix  # a sampling setting, not part of the release
         marginals.diagnostics = entry.setdefault("post_processing", {})
         return marginals
     nodes = strategy.wait_for_sites(grid, "measurement")
@@ -86,6 +87,7 @@ def measure_marginals(
         )
     noise_std = math.sqrt(variance)
     marginals = Marginals.from_noisy_counts(layout, sums, noise_std, pairs, pair_sums, config.measure_pair_bins)
+    marginals.rake_mix = config.rake_mix
     state.extra[MARGINALS_STATE] = {
         "marginals": marginals.to_state(),
         "sites": sites,
@@ -118,6 +120,7 @@ def measurement_summary(config: RunConfig, state: RunState) -> dict:
         "bins_per_numeric_column": config.measure_bins,
         "pairs": pairs,
         "pair_bins_per_numeric_column": config.measure_pair_bins if pairs else None,
+        "rake_mix": config.rake_mix if pairs else None,
         "histograms": entry.get("histograms", len(entry["marginals"]["probabilities"])),
         "sites": entry["sites"],
         "failed": entry["failed"],

@@ -11,7 +11,7 @@ from fedsynth.config import RunConfig
 from fedsynth.errors import ConfigError
 from models.gan import Generator
 from privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
-from server.calibration import calibrated_sample, rake
+from server.calibration import calibrated_sample, rake, recombine
 from server.measurement import MARGINALS_STATE, measure_marginals, measurement_summary
 from server.run_state import RunState
 from tabular.codec import TableCodec
@@ -137,3 +137,25 @@ def test_resume_restores_the_pairs_without_measuring_again():
     summary = measurement_summary(config, state)
     assert summary["pairs"] == [["x", "y"]] and summary["histograms"] == 4
     assert summary["raking"] == {"iterations": 3} and len(summary["used_for"]) == 2
+
+
+def test_recombined_candidates_let_raking_undo_a_link_the_generator_invented():
+    rng = np.random.default_rng(4)
+    real = _toy_table()
+    real["y"] = rng.choice(["no", "yes"], len(real)).astype(object)  # y independent of x in the data
+    marginals = _exact_marginals(real, "x:y")
+    linked = real.copy()
+    linked["y"] = np.where(linked["x"] == "a", "no", "yes").astype(object)  # the generator's spurious link
+    _, stuck = rake(linked, marginals, rows=2000, rng=np.random.default_rng(0))
+    assert stuck["max_marginal_error_after"]["two_way"] > 0.1  # no candidate row holds (a, yes)
+    mixed = recombine(linked, 0.5, np.random.default_rng(1))
+    assert len(mixed) == len(linked) and mixed.iloc[: len(linked) // 2].equals(linked.iloc[: len(linked) // 2])
+    raked, fixed = rake(mixed, marginals, rows=2000, rng=np.random.default_rng(0))
+    assert fixed["max_marginal_error_after"]["two_way"] < 0.01 and _pair_gap(raked, marginals) < 0.03
+    assert recombine(linked, 0.0, np.random.default_rng(1)) is linked
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_rake_mix_outside_zero_one_is_an_error(value):
+    with pytest.raises(ConfigError, match="'rake-mix' must be in"):
+        RunConfig.from_mapping({"rake-mix": value})
