@@ -24,7 +24,10 @@ Rows of the first table, per step, in milliseconds:
 The fixed batches are prepared before timing: the D rows do not include making
 the fake rows (``fake batch`` shows that cost on its own).
 
-The second table is a full local round: ``client.task.train_round`` with
+Then the same D step split into its phases (forward, ``loss.backward()``,
+``optimizer.step()``), no DP against ours: the profile of where DP's cost sits.
+
+The last table is a full local round: ``client.task.train_round`` with
 ``RunConfig()`` defaults (``local_steps`` DP discriminator steps on Poisson
 batches, a generator step every ``d_steps``, Opacus set-up included) on one HI
 region, against a non-DP loop of the same number of D and G steps on uniform
@@ -199,6 +202,33 @@ def opacus_d_step(mode: str, base: Discriminator, data: torch.Tensor, rows, labe
     return step
 
 
+PHASES = {
+    "forward": "forward (DP: hooks keep each layer's activations)",
+    "backward": "loss.backward() (DP: per-row norms, then a 2nd backward)",
+    "step": "optimizer.step() (DP: clip, accumulate, noise, accountant)",
+}
+
+
+def phase_times(
+    module: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, rows, labels, steps: int
+) -> dict[str, float]:
+    """Median ms of the three phases of a D step; the DP one mirrors ``discriminator_step``."""
+    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    for i in range(steps + 10):
+        optimizer.zero_grad()
+        t0 = time.perf_counter()
+        loss = criterion(module(rows), labels)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        t3 = time.perf_counter()
+        if i >= 10:  # warm-up
+            for phase, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                samples[phase].append(seconds)
+    return {phase: 1000 * statistics.median(values) for phase, values in samples.items()}
+
+
 def plain_round(generator: Generator, discriminator: Discriminator, real: torch.Tensor, config: RunConfig) -> None:
     """``train_round`` without DP: same step counts, uniform real batches of ``batch_size`` rows."""
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.5, 0.9))
@@ -302,6 +332,17 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Per step (ms; x no-DP against the matching no-DP row)", step_rows)
     for mode, reason in skipped.items():
         print(f"  skipped {mode}: {reason}")
+
+    phase_steps = args.repeats * 20
+    phases = {
+        "no DP": phase_times(d_plain, d_opt, nn.BCEWithLogitsLoss(), rows, labels, phase_steps),
+        "DP ghost (ours)": phase_times(private.module, private.optimizer, private.criterion, rows, labels, phase_steps),
+    }
+    print("Where a D step's time goes (ms, median over steps; same rows as above)")
+    print(f"  {'phase':<58}{'no DP':>10}{'DP ghost':>10}{'x':>8}")
+    for phase in PHASES:
+        plain, dp = phases["no DP"][phase], phases["DP ghost (ours)"][phase]
+        print(f"  {PHASES[phase]:<58}{plain:>10.3f}{dp:>10.3f}{dp / plain:>8.2f}")
 
     # ---- a full local round on one region ----
     region = data[torch.from_numpy((table["region"] == args.region).to_numpy())]
