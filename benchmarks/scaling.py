@@ -83,8 +83,11 @@ def run_one(sites: int, rounds: int, local_steps: int) -> dict:
     report_path = out / "report.json"
     if not report_path.exists():
         return {"sites": sites, "error": (result.errors or result.flower_errors or ["no report"])[-1]}
-    rounds_seconds = json.loads(report_path.read_text())["timings"]["rounds_seconds"]
+    timings = json.loads(report_path.read_text())["timings"]
+    rounds_seconds = timings["rounds_seconds"]
     steady = rounds_seconds[1:] or rounds_seconds
+    parts = timings.get("round_parts", [])[1:] or timings.get("round_parts", [])
+    median = lambda key: statistics.median(p.get(key, 0.0) for p in parts) if parts else float("nan")  # noqa: E731
     return {
         "sites": sites,
         "rows_per_site": min(plan.site_rows.values()),
@@ -95,6 +98,12 @@ def run_one(sites: int, rounds: int, local_steps: int) -> dict:
         "steady_round_max": max(steady),
         "peak_rss_mib": sampler.peak / 2**20,
         "peak_rss_per_site_mib": sampler.peak / 2**20 / sites,
+        # The steady round split by the ServerApp's timers: each site's own handler seconds (its work,
+        # including building the model, Opacus set-up and its ε), the exchange's rest (messaging,
+        # scheduling: the exchange minus the sites' work on 2 CPUs), and the server's own parts.
+        "site_handler_seconds": median("site_seconds_sum") / sites,
+        "exchange_rest_seconds": median("exchange") - median("site_seconds_sum") / 2,
+        "server_parts_seconds": median("aggregate") + median("checkpoint") + median("validator") + median("other"),
     }
 
 
@@ -111,14 +120,20 @@ def main() -> None:
         results.append(run_one(sites, args.rounds, args.local_steps))
     print()
     print(f"{'sites':>5} {'rows/site':>9} {'wall s':>7} {'round1 s':>8} {'steady round s (min-max)':>26} "
-          f"{'peak RSS MiB':>12} {'MiB/site':>9}")  # fmt: skip
+          f"{'peak RSS MiB':>12} {'MiB/site':>9} {'site s':>7} {'msg s':>6} {'server s':>8}")  # fmt: skip
     for r in results:
         if "error" in r:
             print(f"{r['sites']:>5} error: {r['error']}")
             continue
         print(f"{r['sites']:>5} {r['rows_per_site']:>9} {r['wall_seconds']:>7.1f} {r['round1_seconds']:>8.1f} "
               f"{r['steady_round_median']:>10.2f} ({r['steady_round_min']:.2f}-{r['steady_round_max']:.2f})"
-              f"{'':>6} {r['peak_rss_mib']:>12.0f} {r['peak_rss_per_site_mib']:>9.1f}")  # fmt: skip
+              f"{'':>6} {r['peak_rss_mib']:>12.0f} {r['peak_rss_per_site_mib']:>9.1f} "
+              f"{r['site_handler_seconds']:>7.3f} {r['exchange_rest_seconds']:>6.2f} "
+              f"{r['server_parts_seconds']:>8.2f}")  # fmt: skip
+    print(
+        "site s: one site's handler seconds per round (its work); msg s: the exchange minus the sites' work on "
+        "2 CPUs (messaging, scheduling); server s: aggregation + checkpoint + validator per round"
+    )
     ok = [r for r in results if "error" not in r]
     if len(ok) >= 2:
         first, last = ok[0], ok[-1]
