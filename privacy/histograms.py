@@ -244,6 +244,36 @@ def consistent_pair(counts: np.ndarray, rows: np.ndarray, cols: np.ndarray, floo
     return table / table.sum()
 
 
+def pooled_one_way(
+    layout: list[ColumnBins], sums: list[np.ndarray], pairs: list[PairBins], pair_sums: list[np.ndarray]
+) -> list[np.ndarray]:
+    """One-way counts sharpened by the two-way tables' margins (generalised least squares).
+
+    Every count of the release carries Gaussian noise of the same variance. A margin
+    of a two-way table is a further measurement of its column's coarse one-way counts,
+    with the variance of the k cells it sums; the one-way histogram gives the same
+    totals with the variance of the n fine bins they sum. The inverse-variance
+    weighted total of each coarse bin is spread evenly over its fine bins (the GLS
+    estimate when fine bins are equally noisy). Post-processing of DP counts only.
+    """
+    out = [np.asarray(s, dtype=float).copy() for s in sums]
+    for i, spec in enumerate(layout):
+        margins = [(pair.first, table.sum(axis=1), table.shape[1]) for pair, table in zip(pairs, pair_sums, strict=True)
+                   if pair.i == i]  # fmt: skip
+        margins += [(pair.second, table.sum(axis=0), table.shape[0])
+                    for pair, table in zip(pairs, pair_sums, strict=True) if pair.j == i]  # fmt: skip
+        if not margins:
+            continue
+        mapping = fine_to_coarse(spec, margins[0][0])  # every pair coarsens a column the same way
+        size = margins[0][0].size
+        fine_bins = np.bincount(mapping, minlength=size).astype(float)
+        direct = np.bincount(mapping, weights=out[i], minlength=size)
+        weighted = direct / fine_bins + sum(margin / cells for _, margin, cells in margins)
+        precision = 1.0 / fine_bins + sum(1.0 / cells for _, _, cells in margins)
+        out[i] = out[i] + ((weighted / precision - direct) / fine_bins)[mapping]
+    return out
+
+
 @dataclass
 class PairMarginal:
     """A federation-wide DP two-way marginal: a joint probability matrix over ``bins``' cells."""
@@ -278,8 +308,11 @@ class Marginals:
         pair_sums: list[np.ndarray] | None = None,
         pair_bins: int = DEFAULT_PAIR_BINS,
     ) -> Marginals:
-        """Post-process summed noisy counts: drop one-way bins below the noise level, normalise,
-        and make every two-way table a distribution consistent with its columns' one-way marginals."""
+        """Post-process summed noisy counts: sharpen the one-way counts with the two-way margins, drop
+        one-way bins below the noise level, normalise, and make every two-way table a distribution
+        consistent with its columns' one-way marginals."""
+        if pairs:
+            sums = pooled_one_way(layout, sums, pairs, pair_sums or [])
         probabilities = []
         for counts in sums:
             cleaned = np.where(counts > 2.0 * noise_std, counts, 0.0)
