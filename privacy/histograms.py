@@ -309,13 +309,17 @@ class Marginals:
         pair_bins: int = DEFAULT_PAIR_BINS,
     ) -> Marginals:
         """Post-process summed noisy counts: sharpen the one-way counts with the two-way margins, drop
-        one-way bins below the noise level, normalise, and make every two-way table a distribution
-        consistent with its columns' one-way marginals."""
+        numeric bins below twice the noise level and categories at or below 0, normalise, and make
+        every two-way table a distribution consistent with its columns' one-way marginals."""
         if pairs:
             sums = pooled_one_way(layout, sums, pairs, pair_sums or [])
         probabilities = []
-        for counts in sums:
-            cleaned = np.where(counts > 2.0 * noise_std, counts, 0.0)
+        for spec, counts in zip(layout, sums, strict=True):
+            # A numeric bin under twice the noise is most likely empty (long tails have many).
+            # A category is a value the schema declares: dropping a rare one loses it for good,
+            # while keeping a noisy count above 0 costs at most a small share; so keep it.
+            floor = 2.0 * noise_std if spec.column.is_numeric else 0.0
+            cleaned = np.where(counts > floor, counts, 0.0)
             if cleaned.sum() <= 0:  # all noise: fall back to uniform rather than invent a mode
                 cleaned = np.ones_like(counts)
             probabilities.append(cleaned / cleaned.sum())

@@ -89,12 +89,17 @@ def test_independent_sample_follows_the_marginals_and_stays_in_domain(small_sche
     assert ks_2samp(sample["age"], small_table["age"]).statistic < 0.08
 
 
-def test_bins_under_the_noise_level_are_dropped(small_schema, small_table):
+def test_numeric_bins_under_the_noise_level_are_dropped_but_rare_categories_kept(small_schema, small_table):
     layout = schema_bins(small_schema, bins=16)
     sums = count(small_table, layout)
-    marginals = Marginals.from_noisy_counts(layout, sums, noise_std=50.0)
-    region = marginals.probabilities[2]  # counts ~200/120/80: east (80) is below 2 * 50
-    assert region[2] == 0.0 and region[0] > 0 and abs(region.sum() - 1) < 1e-12
+    sums[2] = np.array([200.0, 120.0, 30.0])  # region: east (30) is below 2 * 20
+    sums[3] = np.array([300.0, -5.0])  # smoker: noise pushed 'true' below 0
+    marginals = Marginals.from_noisy_counts(layout, sums, noise_std=20.0)
+    region = marginals.probabilities[2]
+    assert region[2] == pytest.approx(30 / 350) and abs(region.sum() - 1) < 1e-12
+    assert marginals.probabilities[3].tolist() == [1.0, 0.0]
+    income = marginals.probabilities[1]
+    assert np.all(income[sums[1] <= 40.0] == 0.0) and np.all(income[sums[1] > 40.0] > 0)
 
 
 def test_quantile_map_keeps_order_and_moves_onto_the_marginal(small_schema, small_table):
