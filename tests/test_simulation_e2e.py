@@ -25,22 +25,23 @@ from simulations.runner import (
     become_subreaper,
     flower_env,
     free_port,
-    is_alive,
-    processes_matching,
     stop_local_superlink,
     write_flower_home,
 )
 from tabular.schema import dump_schema, load_schema
 from tabular.table import validate_frame
+from tests.process_marks import marked_env, marked_flower_processes, new_mark
 
 pytestmark = pytest.mark.e2e
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 
 
+MARK = new_mark("FEDSYNTH_SIMULATION_TEST")  # in the environment of every process these tests start
+
+
 def flower_processes() -> set[int]:
-    """Live (not zombie) Flower and Ray processes."""
-    names = ("flower-superlink", "flower-superexec", "flwr-simulation", "raylet", "gcs_server")
-    return {pid for name in names for pid in processes_matching(name) if is_alive(pid)}
+    """Live Flower and Ray processes these tests started (other Flower runs on this machine are not ours)."""
+    return marked_flower_processes(MARK)
 
 
 def check_outputs(out: Path, schema_path: Path, rows: int, epsilon: float, rounds: int, sites: int) -> dict:
@@ -75,7 +76,6 @@ def check_outputs(out: Path, schema_path: Path, rows: int, epsilon: float, round
 
 
 def test_simulate_an_unseen_csv_and_generate_more(tmp_path, small_schema, small_table):
-    before = flower_processes()
     data, schema_path, out = tmp_path / "people.csv", tmp_path / "people.yaml", tmp_path / "run"
     small_table.to_csv(data, index=False)
     dump_schema(small_schema, schema_path)
@@ -83,7 +83,7 @@ def test_simulate_an_unseen_csv_and_generate_more(tmp_path, small_schema, small_
         [FEDSYNTH, "simulate", "--data", str(data), "--schema", str(schema_path), "--partition", "iid",
          "--clients", "3", "--rounds", "2", "--local-steps", "4", "--epsilon", "2", "--rows", "123",
          "--out", str(out), "--set", "batch-size=32"],
-        capture_output=True, text=True, timeout=300,
+        env=marked_env(MARK), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "round 2/2" in result.stdout
@@ -97,12 +97,11 @@ def test_simulate_an_unseen_csv_and_generate_more(tmp_path, small_schema, small_
     assert generated.returncode == 0, generated.stderr
     validate_frame(pd.read_csv(sampled, dtype=str, keep_default_na=False), small_schema)
     assert len(pd.read_csv(sampled)) == 1000
-    assert flower_processes() <= before, "a Flower process was left running"
+    assert not flower_processes(), "a Flower process was left running"
 
 
 def test_flwr_run_dot_runs_the_same_app_with_its_defaults(tmp_path):
     """`flwr run .` on the repository root: the default HI federation, shortened to 2 rounds."""
-    before = flower_processes()
     home = Path(tempfile.mkdtemp(prefix="fedsynth-test-flwr-"))
     port = free_port()
     become_subreaper()
@@ -111,7 +110,7 @@ def test_flwr_run_dot_runs_the_same_app_with_its_defaults(tmp_path):
         write_flower_home(home)
         overrides = home / "overrides.toml"
         overrides.write_text(tomli_w.dumps({"rounds": 2, "local-steps": 10, "out": str(out)}))
-        env = flower_env(home, port)
+        env = marked_env(MARK, flower_env(home, port))
         result = subprocess.run(
             ["flwr", "run", str(APP_DIR), "local", "--run-config", str(overrides),
              "--federation-config", "num-supernodes=4 client-resources-num-cpus=1", "--stream"],
@@ -124,4 +123,4 @@ def test_flwr_run_dot_runs_the_same_app_with_its_defaults(tmp_path):
     schema_path = Path(os.path.dirname(load_schema.__code__.co_filename)) / "datasets" / "hi.yaml"
     report = check_outputs(out, schema_path, rows=22272, epsilon=1.0, rounds=2, sites=4)
     assert sorted(report["privacy"]["sites"]) == [f"region={r}" for r in ("northcentral", "other", "south", "west")]
-    assert flower_processes() <= before, "a Flower process was left running"
+    assert not flower_processes(), "a Flower process was left running"

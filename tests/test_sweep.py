@@ -9,14 +9,11 @@ once more after deleting a cell (that one recomputed, to the same numbers).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +21,11 @@ import pandas as pd
 import pytest
 
 from fedsynth.errors import ConfigError
-from simulations.runner import is_alive, processes_matching
 from simulations.sweep import Cell, dp_marginals, grid_cells
 from simulations.sweep_config import load_sweep_config
 from tabular.schema import dump_schema, parse_schema
 from tabular.table import read_table
+from tests.process_marks import marked_env, marked_flower_processes, new_mark
 
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 EXAMPLES = Path(__file__).resolve().parent.parent / "simulations" / "examples"
@@ -155,23 +152,17 @@ def test_dp_marginals_spend_the_whole_budget_in_one_release_and_follow_the_data(
 # ---------------------------------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------------------------------
-MARK = f"FEDSYNTH_SWEEP_TEST_{uuid.uuid4().hex}"  # in the environment of every process our sweeps start
+MARK = new_mark("FEDSYNTH_SWEEP_TEST")  # in the environment of every process our sweeps start
 
 
 def our_flower_processes() -> set[int]:
     """Live Flower and Ray processes started by this test's sweeps (others may run Flower on this machine too)."""
-    names = ("flower-superlink", "flower-superexec", "flwr-simulation", "raylet", "gcs_server")
-    ours = set()
-    for pid in {pid for name in names for pid in processes_matching(name) if is_alive(pid)}:
-        with contextlib.suppress(OSError):
-            if MARK.encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                ours.add(pid)
-    return ours
+    return marked_flower_processes(MARK)
 
 
 def run_sweep_command(config: Path, out: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.time()
-    env = {**os.environ, MARK: "1"}
+    env = marked_env(MARK)
     result = subprocess.run([FEDSYNTH, "sweep", "--config", str(config), "--out", str(out)], env=env,
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert not our_flower_processes(), "a Flower process was left running"
