@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from simulations.runner import is_alive, processes_matching
 pytestmark = pytest.mark.e2e
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 ROUNDS = 5
+MARK = f"FEDSYNTH_RESUME_TEST_{uuid.uuid4().hex}"  # in the environment of every process this test starts
+ENV = {**os.environ, MARK: "1"}
 
 
 def read_state(out: Path) -> dict | None:
@@ -37,14 +40,24 @@ def site_epsilons(state: dict) -> dict[str, float]:
 
 
 def live_server_apps() -> set[int]:
-    return {pid for pid in processes_matching("flwr-simulation") if is_alive(pid)}
+    """Live ServerApp processes this test started (a sweep or another test may run Flower beside it)."""
+    ours = set()
+    for pid in processes_matching("flwr-simulation"):
+        try:
+            if is_alive(pid) and MARK.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                ours.add(pid)
+        except OSError:
+            continue
+    return ours
 
 
 def test_kill_the_server_app_then_resume(tmp_path):
     apps_before = live_server_apps()
     out = tmp_path / "run"
-    args = ["--rounds", str(ROUNDS), "--local-steps", "20", "--out", str(out), "--set", "batch-size=128"]
-    first = subprocess.Popen([FEDSYNTH, "simulate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = ["--rounds", str(ROUNDS), "--local-steps", "20", "--out", str(out), "--set", "batch-size=128",
+            "--set", "measure-pairs=whi:*"]  # fmt: skip
+    first = subprocess.Popen([FEDSYNTH, "simulate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=ENV)  # fmt: skip
     deadline = time.time() + 240
     while time.time() < deadline:
         state = read_state(out)
@@ -70,7 +83,7 @@ def test_kill_the_server_app_then_resume(tmp_path):
     assert all(e > 0 for e in eps_before.values())
 
     second = subprocess.run([FEDSYNTH, "simulate", "--resume", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+                            capture_output=True, text=True, timeout=300, env=ENV)  # fmt: skip
     assert second.returncode == 0, second.stdout + second.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["rounds_completed"] == ROUNDS
@@ -92,4 +105,8 @@ def test_kill_the_server_app_then_resume(tmp_path):
     final_state = read_state(out)
     for ledger in final_state["ledgers"].values():
         assert ledger["history-rate"].count(1.0) == 1
+    # ... two-way histograms included: kept in the state, used at the end to rake the table.
+    measurement = report["privacy"]["measurement"]
+    assert len(measurement["pairs"]) == 12 and measurement["histograms"] == 13 + 12
+    assert measurement["raking"]["max_marginal_error_after"]["two_way"] < 0.01
     assert live_server_apps() <= apps_before, "a ServerApp process was left running"
