@@ -7,6 +7,7 @@ last checkpoint with every site's ε continuing from its recorded value.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from privacy.budget import SiteBudget
 from simulations.runner import is_alive, processes_matching
 
 pytestmark = pytest.mark.e2e
@@ -108,5 +110,9 @@ def test_kill_the_server_app_then_resume(tmp_path):
     # ... two-way histograms included: kept in the state, used at the end to rake the table.
     measurement = report["privacy"]["measurement"]
     assert len(measurement["pairs"]) == 12 and measurement["histograms"] == 13 + 12
+    # Each site's noise per count is its planned noise multiplier x sqrt(histograms) (L2 sensitivity).
+    budgets = [SiteBudget.from_state(ledger) for ledger in final_state["ledgers"].values()]
+    per_site = [(b.measure_noise * math.sqrt(13 + 12)) ** 2 for b in budgets]
+    assert measurement["noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)))
     assert measurement["raking"]["max_marginal_error_after"]["two_way"] < 0.01
     assert live_server_apps() <= apps_before, "a ServerApp process was left running"
