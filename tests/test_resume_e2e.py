@@ -13,19 +13,19 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from privacy.budget import SiteBudget
-from simulations.runner import is_alive, processes_matching
+from simulations.runner import processes_matching
+from tests.process_marks import marked_env, marked_flower_processes, new_mark
 
 pytestmark = pytest.mark.e2e
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 ROUNDS = 5
-MARK = f"FEDSYNTH_RESUME_TEST_{uuid.uuid4().hex}"  # in the environment of every process this test starts
-ENV = {**os.environ, MARK: "1"}
+MARK = new_mark("FEDSYNTH_RESUME_TEST")  # in the environment of every process this test starts
+ENV = marked_env(MARK)
 
 
 def read_state(out: Path) -> dict | None:
@@ -43,14 +43,7 @@ def site_epsilons(state: dict) -> dict[str, float]:
 
 def live_server_apps() -> set[int]:
     """Live ServerApp processes this test started (a sweep or another test may run Flower beside it)."""
-    ours = set()
-    for pid in processes_matching("flwr-simulation"):
-        try:
-            if is_alive(pid) and MARK.encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                ours.add(pid)
-        except OSError:
-            continue
-    return ours
+    return marked_flower_processes(MARK) & set(processes_matching("flwr-simulation"))
 
 
 def test_kill_the_server_app_then_resume(tmp_path):
