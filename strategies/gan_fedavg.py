@@ -201,18 +201,9 @@ class GanFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        entry = RoundLog(round=server_round)
-        self.history.append(entry)
+        entry, answered = self._start_round_log(server_round, replies)
         usable = []
-        replies = list(replies)
-        answered = {msg.metadata.src_node_id for msg in replies}
-        entry.missing = [self.node_names.get(n, f"node-{n}") for n in self._sampled if n not in answered]
-        for msg in replies:
-            name = self.name_of(msg)
-            if msg.has_error():
-                entry.failed[name] = failure_reason(msg.error.reason)
-                log(WARNING, "round %d: site %s failed: %s", server_round, name, entry.failed[name])
-                continue
+        for name, msg in answered:
             reason = check_reply(msg, self._global) if self._global is not None else None
             metrics = next(iter(msg.content.metric_records.values()), None)
             if metrics is not None:
@@ -243,6 +234,25 @@ class GanFedAvg(FedAvg):
             server_round, len(usable), self.name, ", ".join(entry.aggregated))  # fmt: skip
         return arrays, metrics
 
+    def _start_round_log(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[RoundLog, list[tuple[str, Message]]]:
+        """A new round log with the failed and missing sites recorded, and the named replies with content."""
+        entry = RoundLog(round=server_round)
+        self.history.append(entry)
+        replies = list(replies)
+        answered = {msg.metadata.src_node_id for msg in replies}
+        entry.missing = [self.node_names.get(n, f"node-{n}") for n in self._sampled if n not in answered]
+        with_content = []
+        for msg in replies:
+            name = self.name_of(msg)
+            if msg.has_error():
+                entry.failed[name] = failure_reason(msg.error.reason)
+                log(WARNING, "round %d: site %s failed: %s", server_round, name, entry.failed[name])
+                continue
+            with_content.append((name, msg))
+        return entry, with_content
+
     def record_secure_round(
         self, server_round: int, replies: Iterable[Message], aggregate: ArrayRecord | None
     ) -> ArrayRecord | None:
@@ -252,17 +262,8 @@ class GanFedAvg(FedAvg):
         ``aggregate`` exists. Per-reply checks cannot run, so the mean itself is
         checked; sites that took no step entered the sum with weight 0.
         """
-        entry = RoundLog(round=server_round)
-        self.history.append(entry)
-        replies = list(replies)
-        answered = {msg.metadata.src_node_id for msg in replies}
-        entry.missing = [self.node_names.get(n, f"node-{n}") for n in self._sampled if n not in answered]
-        for msg in replies:
-            name = self.name_of(msg)
-            if msg.has_error():
-                entry.failed[name] = failure_reason(msg.error.reason)
-                log(WARNING, "round %d: site %s failed: %s", server_round, name, entry.failed[name])
-                continue
+        entry, answered = self._start_round_log(server_round, replies)
+        for name, msg in answered:
             metrics = msg.content.config_records.get(SECURE_METRICS_RECORD)
             entry.sites[name] = {k: v for k, v in (metrics or {}).items() if not isinstance(v, list)}
             (entry.idle if entry.sites[name].get(TRAINED_KEY, 1) == 0 else entry.aggregated).append(name)
