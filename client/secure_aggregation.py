@@ -52,13 +52,14 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
     def train_then_hand_back(legacy: Message, ctx: Context) -> Message:
         sent = legacy.content
         legacy.content = _native_content(sent)  # same message and metadata, the handler's own layout
+        keys = list(legacy.content["arrays"].keys())  # the server's order, for the reply
         try:
             reply = call_next(legacy, ctx)
         finally:
             legacy.content = sent
         if reply.has_error():
             return reply
-        return Message(_legacy_content(reply.content, sent), reply_to=legacy)
+        return Message(_legacy_content(reply.content, keys), reply_to=legacy)
 
     return secaggplus_mod(msg, context, train_then_hand_back)
 
@@ -75,9 +76,8 @@ def _native_content(content: RecordDict) -> RecordDict:
     return RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
 
 
-def _legacy_content(reply: RecordDict, sent: RecordDict) -> RecordDict:
-    """The handler's reply as a legacy ``FitRes``, in the key order the server sent, plus the ``site`` record."""
-    keys = json.loads(str(recorddict_to_fitins(sent, keep_input=True).config[KEYS_FIELD]))
+def _legacy_content(reply: RecordDict, keys: list[str]) -> RecordDict:
+    """The handler's reply as a legacy ``FitRes``, arrays in ``keys`` order (the server's), plus the ``site`` record."""
     arrays = next(iter(reply.array_records.values()))
     metrics: MetricRecord = next(iter(reply.metric_records.values()))
     # float64: Flower quantises in the array's own dtype, and float32 cannot hold 2**26 levels exactly.
