@@ -46,13 +46,11 @@ seconds and stops by PID any that remain. It never touches other processes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -73,7 +71,7 @@ from models.gan import GanShape, build_gan
 from models.packing import pack, unpack
 from privacy.budget import SiteBudget
 from privacy.dp_training import sample_rate_for
-from simulations.runner import run_simulation
+from simulations.runner import is_alive, run_simulation, stop_processes
 from simulations.setup import prepare_simulation
 from tabular.codec import TableCodec
 from tabular.datasets import resolve_schema_path
@@ -246,34 +244,13 @@ def run_processes(tag: str, root: str) -> list[tuple[int, str]]:
         try:
             ours = needle in (entry / "environ").read_bytes().split(b"\0")
             ours = ours or os.readlink(entry / "cwd").startswith(root)
-            if not ours or not _alive(int(entry.name)):
+            if not ours or not is_alive(int(entry.name)):
                 continue
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
         found.append((int(entry.name), cmd))
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def stop_pids(pids: list[int], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL what is still alive after ``grace`` seconds."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.time() + grace
-    while time.time() < deadline and any(_alive(pid) for pid in pids):
-        time.sleep(0.1)
-    for pid in pids:
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def update_sizes(arrays) -> dict:
@@ -402,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for pid, cmd in lingering:
             print(f"  {pid} {cmd[:120]}")
-        stop_pids([pid for pid, _ in lingering])
+        stop_processes([pid for pid, _ in lingering])
     still = [p for p in run_processes(tag, proc_root) if p[0] not in already]
     shutil.rmtree(proc_root, ignore_errors=True)
     report_path = out_dir / "report.json"
