@@ -25,19 +25,11 @@ from simulations.sweep import Cell, dp_marginals, grid_cells
 from simulations.sweep_config import load_sweep_config
 from tabular.schema import dump_schema, parse_schema
 from tabular.table import read_table
+from tests.conftest import SMALL_SCHEMA
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
 
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 EXAMPLES = Path(__file__).resolve().parent.parent / "simulations" / "examples"
-
-SCHEMA = {
-    "columns": [
-        {"name": "age", "type": "integer", "min": 0, "max": 100},
-        {"name": "income", "type": "continuous", "min": 0, "max": 200000, "transform": "log"},
-        {"name": "region", "type": "categorical", "categories": ["north", "south", "east"]},
-        {"name": "smoker", "type": "boolean"},
-    ]
-}
 
 
 def mixed_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -54,7 +46,7 @@ def mixed_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
 def table_files(tmp_path: Path) -> tuple[Path, Path]:
     data, schema = tmp_path / "people.csv", tmp_path / "people.yaml"
     mixed_table().to_csv(data, index=False)
-    dump_schema(parse_schema(SCHEMA, source="people.yaml"), schema)
+    dump_schema(parse_schema(SMALL_SCHEMA, source="people.yaml"), schema)
     return data, schema
 
 
