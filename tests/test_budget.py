@@ -66,3 +66,20 @@ def test_site_refuses_steps_beyond_its_budget(small_schema, small_table):
     assert trained == [6, 4, 0]
     assert outcome.budget_exhausted
     assert budget.spent <= config.epsilon
+
+
+def test_epsilon_is_opacus_value_and_shared_histories_are_computed_once():
+    from opacus.accountants import create_accountant
+
+    from privacy.budget import _epsilon
+
+    history = [(1.1, 0.5, 37), (4.0, 1.0, 1)]
+    fresh = create_accountant(mechanism="prv")
+    fresh.history = list(history)
+    expected = float(fresh.get_epsilon(delta=1e-5))
+    assert epsilon_of(history, 1e-5, "prv") == expected
+    hits = _epsilon.cache_info().hits
+    # Another site of an IID split: the same history, as lists (the shape a restored state has).
+    assert epsilon_of([[1.1, 0.5, 37], [4.0, 1.0, 1]], 1e-5, "prv") == expected
+    assert _epsilon.cache_info().hits == hits + 1
+    assert epsilon_of([(1.1, 0.5, 38), (4.0, 1.0, 1)], 1e-5, "prv") > expected  # one more step is not a hit
