@@ -156,14 +156,19 @@ def measure(msg: Message, context: Context) -> Message:
     schema = schema_from_text(str(record[SCHEMA_KEY]))
     layout = schema_bins(schema, config.measure_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
-    noise_std = release_noise_std(budget.measure_noise, len(layout) + len(pairs))  # sensitivity sqrt(H)
+    one_way_std, pair_std = release_noise_std(
+        budget.measure_noise, len(layout), len(pairs), config.measure_one_way_weight
+    )
     # Charge first, then release: a crash in between over-counts, never under-counts.
     budget.record_measurement()
     _save_budget(context, budget)
     rng = np.random.default_rng(_seed(config.seed, site.name, "measure"))
-    noisy = add_noise(count(site.frame, layout) + count_pairs(site.frame, pairs), noise_std, rng)
+    noisy = add_noise(count(site.frame, layout), one_way_std, rng) + add_noise(
+        count_pairs(site.frame, pairs), pair_std, rng
+    )
     arrays = release_record(layout, pairs, noisy)
-    metrics = MetricRecord({"noise-std": noise_std, "epsilon": budget.spent, "num-examples": len(site.frame)})
+    metrics = MetricRecord({"noise-std": one_way_std, "pair-noise-std": pair_std, "epsilon": budget.spent,
+                            "num-examples": len(site.frame)})  # fmt: skip
     return Message(RecordDict({"histograms": arrays, "metrics": metrics, "site": _site_record(site, budget)}),
                    reply_to=msg)  # fmt: skip
 

@@ -7,12 +7,18 @@ column's declared scale), adds Gaussian noise, and releases the counts: a
 one-way histogram of every column and, when ``measure-pairs`` asks for them,
 two-way histograms of some pairs of columns (numeric columns in coarser bins,
 made by merging neighbouring one-way bins, so that the cells stay above the
-noise). One row adds 1 to exactly one cell of every one of the H histograms, so
-the L2 sensitivity of the whole release is sqrt(H); with noise standard
-deviation ``noise_multiplier * sqrt(H)`` the release is one Gaussian mechanism
-with that noise multiplier, charged to the site's Opacus accountant as a history
-entry ``(noise_multiplier, 1.0, 1)``. Adding pairs therefore costs no extra ε:
-it spreads the same budget over more counts (each count gets noisier).
+noise). The release is one Gaussian mechanism on the vector of all counts, the
+K one-way histograms multiplied by a public weight w (``measure-one-way-weight``)
+and the P two-way ones as they are. One row adds 1 to exactly one cell of every
+histogram, so it moves that vector by exactly S = sqrt(K w^2 + P); noise of
+standard deviation ``noise_multiplier * S`` on every coordinate makes it a
+Gaussian mechanism with that noise multiplier, charged to the site's Opacus
+accountant as a history entry ``(noise_multiplier, 1.0, 1)``. Divided back by w,
+a one-way count carries noise ``noise_multiplier * S / w`` and a two-way count
+``noise_multiplier * S``. Adding pairs therefore costs no extra ε: it spreads
+the same budget over more counts; w > 1 keeps more of it on the one-way
+histograms, which every column's shape and the raking rest on. Without pairs w
+changes nothing (S / w = sqrt(K)).
 
 The server sums the sites' noisy counts into federation-wide marginals. Every
 use of them is post-processing: sampling independent columns (the baseline),
@@ -185,13 +191,18 @@ def count_pairs(frame: pd.DataFrame, pairs: list[PairBins]) -> list[np.ndarray]:
     return out
 
 
-def release_noise_std(noise_multiplier: float, num_histograms: int) -> float:
-    """Standard deviation of the noise on each count, for L2 sensitivity sqrt(histograms).
+def release_noise_std(
+    noise_multiplier: float, one_way: int, two_way: int = 0, weight: float = 1.0
+) -> tuple[float, float]:
+    """Noise standard deviation on each (one-way, two-way) count of a release.
 
-    One row adds 1 to one cell of each of the ``num_histograms`` histograms (one-way
-    and two-way alike), so it moves the released vector by exactly sqrt(num_histograms).
+    One row moves the released vector (``weight`` x each of the ``one_way`` histograms,
+    then the ``two_way`` ones) by exactly S = sqrt(one_way x weight^2 + two_way). Noise
+    ``noise_multiplier`` x S on every coordinate, divided back by the weight for the
+    one-way counts, gives (noise_multiplier x S / weight, noise_multiplier x S).
     """
-    return noise_multiplier * math.sqrt(num_histograms)
+    sensitivity = math.sqrt(one_way * weight**2 + two_way)
+    return noise_multiplier * sensitivity / weight, noise_multiplier * sensitivity
 
 
 def release_record(layout: list[ColumnBins], pairs: list[PairBins], noisy: list[np.ndarray]) -> ArrayRecord:
@@ -245,16 +256,20 @@ def consistent_pair(counts: np.ndarray, rows: np.ndarray, cols: np.ndarray, floo
 
 
 def pooled_one_way(
-    layout: list[ColumnBins], sums: list[np.ndarray], pairs: list[PairBins], pair_sums: list[np.ndarray]
+    layout: list[ColumnBins],
+    sums: list[np.ndarray],
+    pairs: list[PairBins],
+    pair_sums: list[np.ndarray],
+    pair_variance_ratio: float = 1.0,
 ) -> list[np.ndarray]:
     """One-way counts sharpened by the two-way tables' margins (generalised least squares).
 
-    Every count of the release carries Gaussian noise of the same variance. A margin
-    of a two-way table is a further measurement of its column's coarse one-way counts,
-    with the variance of the k cells it sums; the one-way histogram gives the same
-    totals with the variance of the n fine bins they sum. The inverse-variance
-    weighted total of each coarse bin is spread evenly over its fine bins (the GLS
-    estimate when fine bins are equally noisy). Post-processing of DP counts only.
+    A margin of a two-way table is a further measurement of its column's coarse one-way
+    counts, with the variance of the k cells it sums (each ``pair_variance_ratio`` times
+    a one-way count's variance); the one-way histogram gives the same totals with the
+    variance of the n fine bins they sum. The inverse-variance weighted total of each
+    coarse bin is spread evenly over its fine bins (the GLS estimate when fine bins are
+    equally noisy). Post-processing of DP counts only.
     """
     out = [np.asarray(s, dtype=float).copy() for s in sums]
     for i, spec in enumerate(layout):
@@ -268,8 +283,9 @@ def pooled_one_way(
         size = margins[0][0].size
         fine_bins = np.bincount(mapping, minlength=size).astype(float)
         direct = np.bincount(mapping, weights=out[i], minlength=size)
-        weighted = direct / fine_bins + sum(margin / cells for _, margin, cells in margins)
-        precision = 1.0 / fine_bins + sum(1.0 / cells for _, _, cells in margins)
+        # Variances in units of one one-way count's variance.
+        weighted = direct / fine_bins + sum(margin / (cells * pair_variance_ratio) for _, margin, cells in margins)
+        precision = 1.0 / fine_bins + sum(1.0 / (cells * pair_variance_ratio) for _, _, cells in margins)
         out[i] = out[i] + ((weighted / precision - direct) / fine_bins)[mapping]
     return out
 
@@ -307,12 +323,17 @@ class Marginals:
         pairs: list[PairBins] | None = None,
         pair_sums: list[np.ndarray] | None = None,
         pair_bins: int = DEFAULT_PAIR_BINS,
+        pair_noise_std: float | None = None,
     ) -> Marginals:
         """Post-process summed noisy counts: sharpen the one-way counts with the two-way margins, drop
         numeric bins below twice the noise level and categories at or below 0, normalise, and make
-        every two-way table a distribution consistent with its columns' one-way marginals."""
+        every two-way table a distribution consistent with its columns' one-way marginals.
+
+        ``noise_std`` is the noise on a one-way count, ``pair_noise_std`` on a two-way one
+        (default: the same)."""
         if pairs:
-            sums = pooled_one_way(layout, sums, pairs, pair_sums or [])
+            ratio = (pair_noise_std / noise_std) ** 2 if pair_noise_std is not None and noise_std > 0 else 1.0
+            sums = pooled_one_way(layout, sums, pairs, pair_sums or [], ratio)
         probabilities = []
         for spec, counts in zip(layout, sums, strict=True):
             # A numeric bin under twice the noise is most likely empty (long tails have many).

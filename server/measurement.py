@@ -64,7 +64,7 @@ def measure_marginals(
     keep_ledgers(replies, state.ledgers)  # a site is charged for its release even if its reply is unusable
     sums = [np.zeros(spec.size) for spec in layout]
     pair_sums = [np.zeros(pair.shape) for pair in pairs]
-    variance, sites, failed = 0.0, [], {}
+    variance, pair_variance, sites, failed = 0.0, 0.0, [], {}
     for msg in replies:
         name = strategy.name_of(msg)  # the strategy learns every site's name before round 1
         if msg.has_error():
@@ -77,7 +77,9 @@ def measure_marginals(
             continue
         for total, values in zip([*sums, *pair_sums], [*one_way, *two_way], strict=True):
             total += values
-        variance += float(msg.content.metric_records["metrics"]["noise-std"]) ** 2
+        metrics = msg.content.metric_records["metrics"]
+        variance += float(metrics["noise-std"]) ** 2
+        pair_variance += float(metrics.get("pair-noise-std", metrics["noise-std"])) ** 2
         sites.append(name)
     failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
     if len(sites) < config.min_replies:
@@ -85,19 +87,22 @@ def measure_marginals(
             f"measurement: {len(sites)} site(s) released histograms, {config.min_replies} needed (min-replies); "
             f"failed: {failed or 'none'}"
         )
-    noise_std = math.sqrt(variance)
-    marginals = Marginals.from_noisy_counts(layout, sums, noise_std, pairs, pair_sums, config.measure_pair_bins)
+    noise_std, pair_noise_std = math.sqrt(variance), math.sqrt(pair_variance)
+    marginals = Marginals.from_noisy_counts(
+        layout, sums, noise_std, pairs, pair_sums, config.measure_pair_bins, pair_noise_std
+    )
     marginals.rake_mix = config.rake_mix
     state.extra[MARGINALS_STATE] = {
         "marginals": marginals.to_state(),
         "sites": sites,
         "failed": failed,
         "noise_std_per_count": noise_std,
+        "pair_noise_std_per_count": pair_noise_std if pairs else None,
         "histograms": len(layout) + len(pairs),
         "post_processing": marginals.diagnostics,  # filled in by raking at sampling time, for the report
     }
-    log(INFO, "fedsynth: measured DP histograms from %d site(s): %d one-way, %d two-way (noise std %.1f per count)",
-        len(sites), len(layout), len(pairs), noise_std)  # fmt: skip
+    log(INFO, "fedsynth: measured DP histograms from %d site(s): %d one-way, %d two-way (noise std per count "
+        "%.1f one-way, %.1f two-way)", len(sites), len(layout), len(pairs), noise_std, pair_noise_std)  # fmt: skip
     return marginals
 
 
@@ -115,7 +120,7 @@ def measurement_summary(config: RunConfig, state: RunState) -> dict:
     return {
         "released": True,
         "what": "one-way histograms of every column and two-way histograms of the pairs listed, "
-        "one Gaussian mechanism (L2 sensitivity sqrt(histograms)), charged to each site's accountant",
+        "one Gaussian mechanism (L2 sensitivity sqrt(one-way x weight^2 + two-way)), charged to each site's accountant",
         "budget_fraction": config.measure_fraction,
         "bins_per_numeric_column": config.measure_bins,
         "pairs": pairs,
@@ -125,6 +130,8 @@ def measurement_summary(config: RunConfig, state: RunState) -> dict:
         "sites": entry["sites"],
         "failed": entry["failed"],
         "noise_std_per_count": entry["noise_std_per_count"],
+        "one_way_weight": config.measure_one_way_weight if pairs else None,
+        "pair_noise_std_per_count": entry.get("pair_noise_std_per_count"),
         "used_for": used_for,
         "raking": entry.get("post_processing", {}).get("raking"),
     }

@@ -379,7 +379,7 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
     noise = float(get_noise_multiplier(target_epsilon=cell.epsilon, target_delta=run.delta, sample_rate=1.0, steps=1,
                                        accountant=run.accountant))  # fmt: skip
     layout = schema_bins(config.schema, run.measure_bins)
-    std = release_noise_std(noise, len(layout))
+    std, _ = release_noise_std(noise, len(layout))  # one-way only: sensitivity sqrt(columns)
     rng = np.random.default_rng(zlib.crc32(cell.id.encode()))
     sums = [np.zeros(spec_.size) for spec_ in layout]
     for _name, frame in sites:

@@ -68,7 +68,8 @@ def test_release_is_charged_as_one_gaussian_mechanism():
     assert budget.spent <= 1.0
     over = epsilon_of([*budget.history[:-1], (budget.noise_multiplier, 0.05, budget.max_steps + 1)], 1e-5, "rdp")
     assert over > 1.0
-    assert release_noise_std(2.0, 9) == 6.0  # L2 sensitivity sqrt(9 columns)
+    assert release_noise_std(2.0, 9) == (6.0, 6.0)  # L2 sensitivity sqrt(9 columns)
+    assert release_noise_std(2.0, 9, weight=3.0) == pytest.approx((6.0, 18.0))  # no pairs: weight changes nothing
 
 
 def test_noise_has_the_stated_scale():
@@ -135,8 +136,11 @@ def test_calibration_moves_a_biased_generator_to_the_dp_marginals(small_schema, 
 # --- two-way histograms in the same release ------------------------------------------------------
 
 
-def _release_vector(frame, layout, pairs):
-    return np.concatenate([h.ravel() for h in count(frame, layout) + count_pairs(frame, pairs)])
+def _release_vector(frame, layout, pairs, weight=1.0):
+    """The vector the Gaussian mechanism noises: one-way counts x weight, then the two-way counts."""
+    return np.concatenate(
+        [weight * h.ravel() for h in count(frame, layout)] + [h.ravel() for h in count_pairs(frame, pairs)]
+    )
 
 
 def test_pairs_parse_against_the_schema(small_schema):
@@ -185,7 +189,15 @@ def test_one_row_moves_the_combined_release_by_exactly_sqrt_h(small_schema, smal
     for row in (0, 17, 399):
         without = _release_vector(small_table.drop(index=row), layout, pairs)
         assert np.linalg.norm(with_all - without) == pytest.approx(np.sqrt(histograms), abs=1e-12)
-    assert release_noise_std(2.0, histograms) == pytest.approx(2.0 * np.sqrt(8))
+    assert release_noise_std(2.0, 4, 4) == pytest.approx((2.0 * np.sqrt(8), 2.0 * np.sqrt(8)))
+    # Weighted one-way histograms: the sensitivity is sqrt(4 w^2 + 4), and dividing the noise of
+    # that vector back by w gives the one-way counts' noise.
+    weighted = _release_vector(small_table, layout, pairs, weight=2.5)
+    for row in (0, 17, 399):
+        without = _release_vector(small_table.drop(index=row), layout, pairs, weight=2.5)
+        assert np.linalg.norm(weighted - without) == pytest.approx(np.sqrt(4 * 2.5**2 + 4), abs=1e-12)
+    one_way, two_way = release_noise_std(2.0, 4, 4, weight=2.5)
+    assert two_way == pytest.approx(2.0 * np.sqrt(4 * 2.5**2 + 4)) and one_way == pytest.approx(two_way / 2.5)
     # The noise multiplier (hence ε) is the budget's; pairs only spread it over more counts.
     budget = SiteBudget.plan(epsilon=1.0, delta=1e-5, sample_rate=0.05, planned_steps=50, accountant="rdp",
                              measure_fraction=0.5)  # fmt: skip
@@ -266,3 +278,20 @@ def test_two_way_margins_sharpen_the_one_way_counts(small_schema, small_table):
             coarse = np.bincount(fine_to_coarse(layout[0], pairs[0].first), estimate - one_way[0])
             errors[label].append(np.square(coarse).mean())
     assert np.mean(errors["pooled"]) < 0.5 * np.mean(errors["one-way only"])
+
+
+def test_sharpening_weighs_noisier_pair_tables_less(small_schema, small_table):
+    # A weighted release: one-way counts with noise 5, two-way counts with noise 40. The GLS
+    # estimate told the true variance ratio (64) beats one that treats all counts alike.
+    layout = schema_bins(small_schema, bins=32)
+    pairs = pair_layout(layout, parse_pairs("region:*,smoker:*", small_schema), max_bins=4)
+    one_way, two_way = count(small_table, layout), count_pairs(small_table, pairs)
+    rng = np.random.default_rng(6)
+    errors = {"ratio 64": [], "ratio 1": []}
+    for _ in range(200):
+        noisy_one, noisy_two = add_noise(one_way, 5.0, rng), add_noise(two_way, 40.0, rng)
+        for label, ratio in (("ratio 64", 64.0), ("ratio 1", 1.0)):
+            pooled = pooled_one_way(layout, noisy_one, pairs, noisy_two, pair_variance_ratio=ratio)
+            coarse = np.bincount(fine_to_coarse(layout[0], pairs[0].first), pooled[0] - one_way[0])
+            errors[label].append(np.square(coarse).mean())
+    assert np.mean(errors["ratio 64"]) < 0.5 * np.mean(errors["ratio 1"])

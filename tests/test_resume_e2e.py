@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from fedsynth.config import RunConfig
 from privacy.budget import SiteBudget
 from simulations.runner import processes_matching
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
@@ -103,9 +104,13 @@ def test_kill_the_server_app_then_resume(tmp_path):
     # ... two-way histograms included: kept in the state, used at the end to rake the table.
     measurement = report["privacy"]["measurement"]
     assert len(measurement["pairs"]) == 12 and measurement["histograms"] == 13 + 12
-    # Each site's noise per count is its planned noise multiplier x sqrt(histograms) (L2 sensitivity).
+    # Each site's noise per count is its planned noise multiplier x the L2 sensitivity sqrt(13 w^2 + 12)
+    # (13 one-way histograms weighted by w = measure-one-way-weight, 12 two-way), divided by w for one-way.
     budgets = [SiteBudget.from_state(ledger) for ledger in final_state["ledgers"].values()]
-    per_site = [(b.measure_noise * math.sqrt(13 + 12)) ** 2 for b in budgets]
-    assert measurement["noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)))
+    weight = RunConfig().measure_one_way_weight
+    per_site = [(b.measure_noise * math.sqrt(13 * weight**2 + 12)) ** 2 for b in budgets]
+    assert measurement["one_way_weight"] == weight
+    assert measurement["pair_noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)))
+    assert measurement["noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)) / weight)
     assert measurement["raking"]["max_marginal_error_after"]["two_way"] < 0.01
     assert live_server_apps() <= apps_before, "a ServerApp process was left running"
