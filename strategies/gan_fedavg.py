@@ -71,29 +71,37 @@ def site_name(msg: Message) -> str:
     return f"node-{msg.metadata.src_node_id}"
 
 
-def check_reply(msg: Message, reference: ArrayRecord) -> str | None:
-    """Why a reply cannot be aggregated, or ``None`` when it can."""
+def decode_update(msg: Message, reference: ArrayRecord | None) -> tuple[np.ndarray | None, str | None]:
+    """A reply's update as one float64 vector in ``reference``'s key order, or why it cannot be aggregated.
+
+    Every array is decoded once, here: a Flower ``Array`` holds bytes, and decoding them
+    again for each later use cost several milliseconds per round. Without a reference
+    (no global model sent yet) the reply's own keys and order are used.
+    """
     content = msg.content
     if len(content.array_records) != 1:
-        return f"expected one ArrayRecord, got {len(content.array_records)}"
+        return None, f"expected one ArrayRecord, got {len(content.array_records)}"
     if len(content.metric_records) != 1:
-        return f"expected one MetricRecord, got {len(content.metric_records)}"
+        return None, f"expected one MetricRecord, got {len(content.metric_records)}"
     metrics = next(iter(content.metric_records.values()))
     weight = metrics.get(WEIGHT_KEY)
     if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
-        return f"'{WEIGHT_KEY}' must be a positive number, got {weight!r}"
+        return None, f"'{WEIGHT_KEY}' must be a positive number, got {weight!r}"
     arrays = next(iter(content.array_records.values()))
+    reference = arrays if reference is None else reference
     if set(arrays.keys()) != set(reference.keys()):
         missing = sorted(set(reference.keys()) - set(arrays.keys()))[:3]
         extra = sorted(set(arrays.keys()) - set(reference.keys()))[:3]
-        return f"keys differ from the global model (missing {missing}, unexpected {extra})"
+        return None, f"keys differ from the global model (missing {missing}, unexpected {extra})"
+    parts = []
     for key, ref in reference.items():
         value = arrays[key].numpy()
         if tuple(value.shape) != tuple(ref.shape):
-            return f"'{key}' has shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
+            return None, f"'{key}' has shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
         if not np.all(np.isfinite(value)):
-            return f"'{key}' holds NaN or Inf"
-    return None
+            return None, f"'{key}' holds NaN or Inf"
+        parts.append(np.asarray(value, dtype=np.float64).ravel())
+    return np.concatenate(parts), None
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -124,16 +132,10 @@ def unflatten(vector: np.ndarray, reference: ArrayRecord) -> ArrayRecord:
     return ArrayRecord(arrays)
 
 
-def stack(records: list[ArrayRecord]) -> np.ndarray:
-    """The updates as rows of one (n, d) matrix, in the first record's key order."""
-    keys = list(records[0].keys())
-    return np.stack([flatten(record, keys) for record in records])
-
-
-def weighted_mean(records: list[ArrayRecord], weights: list[float]) -> ArrayRecord:
-    """FedAvg: the ``weights``-weighted mean of every coordinate."""
+def weighted_mean(matrix: np.ndarray, weights: list[float]) -> np.ndarray:
+    """FedAvg: the ``weights``-weighted mean of every coordinate of the (n, d) updates."""
     w = np.asarray(weights, dtype=np.float64)
-    return unflatten(w @ stack(records) / w.sum(), records[0])
+    return w @ matrix / w.sum()
 
 
 def norm_outliers(distances: list[float], factor: float) -> list[int]:
@@ -202,9 +204,9 @@ class GanFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         entry, answered = self._start_round_log(server_round, replies)
-        usable = []
+        usable, vectors = [], []
         for name, msg in answered:
-            reason = check_reply(msg, self._global) if self._global is not None else None
+            vector, reason = decode_update(msg, self._global)
             metrics = next(iter(msg.content.metric_records.values()), None)
             if metrics is not None:
                 entry.sites[name] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
@@ -216,13 +218,14 @@ class GanFedAvg(FedAvg):
                 entry.idle.append(name)
                 continue
             usable.append((name, msg.content))
-        usable = self._reject_norm_outliers(server_round, entry, usable)
+            vectors.append(vector)
+        usable, vectors = self._reject_norm_outliers(server_round, entry, usable, vectors)
         if not usable:
             log(WARNING, "round %d: no usable update; the global model is unchanged", server_round)
             return None, None
-        records = [_arrays(content) for _, content in usable]
         weights = [float(_metrics(content)[self.weighted_by_key]) for _, content in usable]
-        arrays, used = self.combine(records, weights)
+        combined, used = self.combine(np.stack(vectors), weights)
+        arrays = unflatten(combined, self._global if self._global is not None else _arrays(usable[0][1]))
         for index, (name, _) in enumerate(usable):
             if index not in used:
                 entry.rejected[name] = f"left out by {self.name} (farthest from the other updates)"
@@ -279,27 +282,26 @@ class GanFedAvg(FedAvg):
             server_round, len(entry.aggregated), ", ".join(entry.aggregated))  # fmt: skip
         return aggregate
 
-    def combine(self, records: list[ArrayRecord], weights: list[float]) -> tuple[ArrayRecord, list[int]]:
-        """The new global record from the round's accepted updates, and the indices of those it used.
+    def combine(self, matrix: np.ndarray, weights: list[float]) -> tuple[np.ndarray, list[int]]:
+        """The new global vector from the round's accepted updates (rows of ``matrix``), and the rows it used.
 
         FedAvg: the mean weighted by each site's row count, over every array of both networks.
         """
-        return weighted_mean(records, weights), list(range(len(records)))
+        return weighted_mean(matrix, weights), list(range(len(matrix)))
 
     def _reject_norm_outliers(
-        self, server_round: int, entry: RoundLog, usable: list[tuple[str, RecordDict]]
-    ) -> list[tuple[str, RecordDict]]:
+        self, server_round: int, entry: RoundLog, usable: list[tuple[str, RecordDict]], vectors: list[np.ndarray]
+    ) -> tuple[list[tuple[str, RecordDict]], list[np.ndarray]]:
         """Drop (and record) updates whose distance to the global model dwarfs the round's median."""
         if self._global is None or not usable:
-            return usable
-        keys = list(self._global.keys())
-        origin = flatten(self._global, keys)
-        distances = [float(np.linalg.norm(flatten(_arrays(content), keys) - origin)) for _, content in usable]
+            return usable, vectors
+        origin = flatten(self._global, list(self._global.keys()))
+        distances = [float(np.linalg.norm(vector - origin)) for vector in vectors]
         for (name, _), distance in zip(usable, distances, strict=True):
             entry.sites.setdefault(name, {})[DISTANCE_KEY] = distance
         outliers = set(norm_outliers(distances, self.outlier_factor))
         if not outliers:
-            return usable
+            return usable, vectors
         median = float(np.median(distances))
         for index in sorted(outliers):
             name, distance = usable[index][0], distances[index]
@@ -308,7 +310,8 @@ class GanFedAvg(FedAvg):
                 f"the round's median {median:.4g} (outlier-factor {self.outlier_factor:g})"
             )
             log(WARNING, "round %d: update from %s rejected: %s", server_round, name, entry.rejected[name])
-        return [item for i, item in enumerate(usable) if i not in outliers]
+        keep = [i for i in range(len(usable)) if i not in outliers]
+        return [usable[i] for i in keep], [vectors[i] for i in keep]
 
     def latest_site_metrics(self) -> dict[str, dict[str, Any]]:
         """The most recent metrics each site reported (its cumulative ε among them)."""

@@ -21,10 +21,9 @@ from logging import WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord
 from flwr.supercore import log
 
-from strategies.gan_fedavg import GanFedAvg, stack, unflatten, weighted_mean
+from strategies.gan_fedavg import GanFedAvg, weighted_mean
 
 
 def coordinate_median(matrix: np.ndarray) -> np.ndarray:
@@ -65,8 +64,8 @@ class GanMedian(GanFedAvg):
 
     name = "median"
 
-    def combine(self, records: list[ArrayRecord], weights: list[float]) -> tuple[ArrayRecord, list[int]]:
-        return unflatten(coordinate_median(stack(records)), records[0]), list(range(len(records)))
+    def combine(self, matrix: np.ndarray, weights: list[float]) -> tuple[np.ndarray, list[int]]:
+        return coordinate_median(matrix), list(range(len(matrix)))
 
 
 class GanTrimmedMean(GanFedAvg):
@@ -80,9 +79,8 @@ class GanTrimmedMean(GanFedAvg):
         super().__init__(**kwargs)
         self.trim_fraction = trim_fraction
 
-    def combine(self, records: list[ArrayRecord], weights: list[float]) -> tuple[ArrayRecord, list[int]]:
-        vector = trimmed_mean(stack(records), self.trim_fraction)
-        return unflatten(vector, records[0]), list(range(len(records)))
+    def combine(self, matrix: np.ndarray, weights: list[float]) -> tuple[np.ndarray, list[int]]:
+        return trimmed_mean(matrix, self.trim_fraction), list(range(len(matrix)))
 
 
 class GanMultiKrum(GanFedAvg):
@@ -96,11 +94,10 @@ class GanMultiKrum(GanFedAvg):
         super().__init__(**kwargs)
         self.byzantine = byzantine
 
-    def combine(self, records: list[ArrayRecord], weights: list[float]) -> tuple[ArrayRecord, list[int]]:
-        matrix = stack(records)
-        if len(records) < 2 * self.byzantine + 3:
+    def combine(self, matrix: np.ndarray, weights: list[float]) -> tuple[np.ndarray, list[int]]:
+        if len(matrix) < 2 * self.byzantine + 3:
             log(WARNING, "krum: %d update(s), fewer than 2f + 3 = %d; using the coordinate-wise median",
-                len(records), 2 * self.byzantine + 3)  # fmt: skip
-            return unflatten(coordinate_median(matrix), records[0]), list(range(len(records)))
+                len(matrix), 2 * self.byzantine + 3)  # fmt: skip
+            return coordinate_median(matrix), list(range(len(matrix)))
         chosen = multi_krum_selection(matrix, self.byzantine)
-        return weighted_mean([records[i] for i in chosen], [weights[i] for i in chosen]), chosen
+        return weighted_mean(matrix[chosen], [weights[i] for i in chosen]), chosen

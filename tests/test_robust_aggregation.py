@@ -23,10 +23,10 @@ from strategies.factory import build_strategy
 from strategies.gan_fedavg import (
     DISTANCE_KEY,
     GanFedAvg,
+    decode_update,
     failure_reason,
     flatten,
     norm_outliers,
-    stack,
     unflatten,
 )
 from strategies.robust import (
@@ -292,10 +292,13 @@ def test_bad_aggregation_settings_are_config_errors(mapping, key):
         RunConfig.from_mapping(mapping)
 
 
-def test_stack_uses_one_key_order_for_every_record(global_record):
+def test_updates_are_decoded_in_the_global_models_key_order(global_record):
     reordered = ArrayRecord({k: global_record[k] for k in reversed(list(global_record.keys()))})
-    matrix = stack([global_record, reordered])
-    assert np.array_equal(matrix[0], matrix[1])
+    as_sent, _ = decode_update(reply(1, global_record), global_record)
+    shuffled, reason = decode_update(reply(2, reordered), global_record)
+    assert reason is None and np.array_equal(as_sent, shuffled) and np.array_equal(as_sent, vector(global_record))
+    bad = ArrayRecord({**{k: global_record[k] for k in global_record}, "D.extra": Array(np.zeros(2))})
+    assert decode_update(reply(3, bad), global_record)[0] is None
 
 
 # --- failed replies (dropout bookkeeping) ------------------------------------------------------------
