@@ -69,7 +69,7 @@ from client.task import plan_budget, train_round
 from fedsynth.config import RunConfig
 from models.gan import GanShape, build_gan
 from models.packing import pack, unpack
-from privacy.budget import SiteBudget
+from privacy.budget import SiteBudget, clear_epsilon_cache
 from privacy.dp_training import sample_rate_for
 from simulations.runner import is_alive, run_simulation, stop_processes
 from simulations.setup import prepare_simulation
@@ -106,6 +106,9 @@ def init_worker(config_map: dict, schema_text: str, budgets: list[dict], num_sit
 def site_work(args: tuple[int, int]) -> tuple[float, float]:
     """One site's round, as the ClientApp does it minus Flower; returns (wall, CPU) seconds."""
     site_id, round_no = args
+    # Every repeat replays the same first round, whose ε the accountant cache would then answer for
+    # free; in a federation each round's history is new, so the baseline computes it every time.
+    clear_epsilon_cache()
     started = time.perf_counter()
     cpu_started = time.process_time()
     site = load_site({"partition-id": site_id}, W.config_map, W.schema_text)

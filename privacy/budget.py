@@ -46,6 +46,11 @@ def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accoun
     return float(acc.get_epsilon(delta=delta))
 
 
+def clear_epsilon_cache() -> None:
+    """Forget every cached ε (a benchmark that replays one round must pay for its ε each time)."""
+    _epsilon.cache_clear()
+
+
 def _max_steps(
     noise: float, sample_rate: float, epsilon: float, delta: float, accountant: str, hint: int, prefix: History
 ) -> int:
