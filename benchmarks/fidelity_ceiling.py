@@ -18,7 +18,10 @@ holdout, as the benchmark does:
 The gap between the last two rows and ``real train`` is what the binning leaves out;
 pair trends at ε=1 cannot exceed the raked row by more than the generator adds.
 
-    python benchmarks/fidelity_ceiling.py [--only hi|medexp]
+    python benchmarks/fidelity_ceiling.py [--only hi|medexp] [--pairs "*:*"] [--pair-bins 8]
+
+``--pairs`` and ``--pair-bins`` replace the sweep's settings for the raked row: how far
+would measuring other pairs, or finer cells, go if there were no noise at all?
 """
 
 from __future__ import annotations
@@ -55,10 +58,10 @@ def noise_free(train: pd.DataFrame, schema: Schema, run: RunConfig, seed: int) -
     return out
 
 
-def report(name: str, out: Path) -> None:
+def report(name: str, out: Path, overrides: dict[str, object]) -> None:
     settings = json.loads((out / "sweep.json").read_text())["settings"]
     schema = load_schema(settings["schema"])
-    run = RunConfig.from_mapping(settings["run"])
+    run = RunConfig.from_mapping({**settings["run"], **overrides})
     scores: dict[str, list[tuple[float, float]]] = {}
     for split in sorted((out / "data").glob("seed-*")):
         seed = int(split.name.split("-")[1])
@@ -85,13 +88,20 @@ def report(name: str, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(SWEEPS))
+    parser.add_argument("--pairs", help="measure-pairs for the raked row (default: the sweep's)")
+    parser.add_argument("--pair-bins", type=int, help="measure-pair-bins for the raked row (default: the sweep's)")
     args = parser.parse_args()
+    overrides: dict[str, object] = {}
+    if args.pairs is not None:
+        overrides["measure-pairs"] = args.pairs
+    if args.pair_bins is not None:
+        overrides["measure-pair-bins"] = args.pair_bins
     for name, out in SWEEPS.items():
         if args.only and name != args.only:
             continue
         if not (Path(out) / "sweep.json").is_file():
             raise SystemExit(f"{out}/sweep.json not found: run python benchmarks/fidelity.py first")
-        report(name, Path(out))
+        report(name, Path(out), overrides)
 
 
 if __name__ == "__main__":
