@@ -44,6 +44,7 @@ from privacy.histograms import (
     add_noise,
     count,
     count_pairs,
+    one_way_weight,
     pair_layout,
     parse_pairs,
     release_noise_std,
@@ -156,9 +157,8 @@ def measure(msg: Message, context: Context) -> Message:
     schema = schema_from_text(str(record[SCHEMA_KEY]))
     layout = schema_bins(schema, config.measure_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
-    one_way_std, pair_std = release_noise_std(
-        budget.measure_noise, len(layout), len(pairs), config.measure_one_way_weight
-    )
+    weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
+    one_way_std, pair_std = release_noise_std(budget.measure_noise, len(layout), len(pairs), weight)
     # Charge first, then release: a crash in between over-counts, never under-counts.
     budget.record_measurement()
     _save_budget(context, budget)

@@ -56,7 +56,7 @@ class RunConfig:
     measure_bins: int = 32  # interval bins per numeric column in those histograms
     measure_pairs: str = ""  # two-way histograms in the same release: "A:B,C:*" (C with every column); "": none
     measure_pair_bins: int = 8  # at most this many interval bins per numeric column in two-way histograms
-    measure_one_way_weight: float = 2.0  # with pairs: one-way counts get this many times less noise than two-way
+    measure_one_way_weight: str = "auto"  # with pairs: one-way counts get this many times less noise than two-way
     rake_mix: float = 0.5  # share of raking candidates recombined column by column from generator rows
     calibrate: bool = True  # match the generator's output to the DP marginals (post-processing)
     # Validator and data-sovereignty policy.
@@ -145,8 +145,13 @@ class RunConfig:
             fail("rake-mix", "must be in [0, 1]")
         if self.measure_pair_bins < 2:
             fail("measure-pair-bins", "must be at least 2")
-        if not (math.isfinite(self.measure_one_way_weight) and self.measure_one_way_weight >= 1):
-            fail("measure-one-way-weight", "must be a number of at least 1")
+        if self.measure_one_way_weight != "auto":
+            try:
+                weight = float(self.measure_one_way_weight)
+            except ValueError:
+                weight = math.nan
+            if not (math.isfinite(weight) and weight >= 1):
+                fail("measure-one-way-weight", 'must be "auto" or a number of at least 1')
         for token in filter(None, (t.strip() for t in self.measure_pairs.split(","))):
             if len(token.split(":")) != 2 or not all(side.strip() for side in token.split(":")):
                 fail("measure-pairs", f"must be comma-separated COLUMN:COLUMN (or COLUMN:*) entries, not {token!r}")

@@ -191,6 +191,23 @@ def count_pairs(frame: pd.DataFrame, pairs: list[PairBins]) -> list[np.ndarray]:
     return out
 
 
+def one_way_weight(setting: str, one_way: int, two_way: int) -> float:
+    """The weight of the one-way histograms in a release of ``one_way`` one-way and ``two_way`` two-way ones.
+
+    ``setting`` is ``measure-one-way-weight``: a number, or "auto" for (two_way / one_way)^(1/3),
+    at least 1. Why that: a histogram's error grows with the noise on its counts, which is
+    z S / w for a one-way count and z S for a two-way one, S = sqrt(K w^2 + P). Minimising the
+    sum of the two, sqrt(K w^2 + P) (1/w + 1), gives K w^3 = P. Many pairs per column (HI,
+    all 78 pairs of 13 columns: 1.82) call for a heavier weight; about as many pairs as
+    columns (the target with every column) for none.
+    """
+    if setting != "auto":
+        return float(setting)
+    if one_way == 0 or two_way == 0:
+        return 1.0
+    return max(1.0, (two_way / one_way) ** (1.0 / 3.0))
+
+
 def release_noise_std(
     noise_multiplier: float, one_way: int, two_way: int = 0, weight: float = 1.0
 ) -> tuple[float, float]:

@@ -22,7 +22,7 @@ from flwr.supercore import log
 from client.client_app import LEDGERS_KEY
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
-from privacy.histograms import Marginals, pair_layout, parse_pairs, read_release, schema_bins
+from privacy.histograms import Marginals, one_way_weight, pair_layout, parse_pairs, read_release, schema_bins
 from server.run_state import RunState, keep_ledgers
 from server.validation import Participation
 from strategies.gan_fedavg import GanFedAvg, failure_reason
@@ -98,6 +98,7 @@ def measure_marginals(
         "failed": failed,
         "noise_std_per_count": noise_std,
         "pair_noise_std_per_count": pair_noise_std if pairs else None,
+        "one_way_weight": one_way_weight(config.measure_one_way_weight, len(layout), len(pairs)),
         "histograms": len(layout) + len(pairs),
         "post_processing": marginals.diagnostics,  # filled in by raking at sampling time, for the report
     }
@@ -130,7 +131,7 @@ def measurement_summary(config: RunConfig, state: RunState) -> dict:
         "sites": entry["sites"],
         "failed": entry["failed"],
         "noise_std_per_count": entry["noise_std_per_count"],
-        "one_way_weight": config.measure_one_way_weight if pairs else None,
+        "one_way_weight": entry.get("one_way_weight") if pairs else None,
         "pair_noise_std_per_count": entry.get("pair_noise_std_per_count"),
         "used_for": used_for,
         "raking": entry.get("post_processing", {}).get("raking"),

@@ -122,6 +122,9 @@ def test_unknown_key_without_close_match_has_no_suggestion():
         ({"epsilon": "abc"}, "epsilon", "must be float, got 'abc'"),
         ({"epsilon": True}, "epsilon", "must be float"),
         ({"epsilon": [1.0]}, "epsilon", "must be float"),
+        ({"measure-one-way-weight": "heavy"}, "measure-one-way-weight", 'must be "auto" or a number of at least 1'),
+        ({"measure-one-way-weight": 0.5}, "measure-one-way-weight", 'must be "auto" or a number of at least 1'),
+        ({"measure-one-way-weight": "nan"}, "measure-one-way-weight", 'must be "auto" or a number of at least 1'),
     ],
 )
 def test_bad_values_are_one_line_config_errors(mapping, key, needle):
@@ -136,3 +139,9 @@ def test_bad_value_message_shows_the_value():
 
 def test_config_error_is_a_user_error():
     assert issubclass(ConfigError, UserError)
+
+
+def test_one_way_weight_takes_auto_or_a_number():
+    assert RunConfig().measure_one_way_weight == "auto"
+    assert RunConfig.from_mapping({"measure-one-way-weight": 2}).measure_one_way_weight == "2"
+    assert RunConfig.from_mapping({"measure-one-way-weight": "1.5"}).measure_one_way_weight == "1.5"

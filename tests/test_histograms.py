@@ -21,6 +21,7 @@ from privacy.histograms import (
     count,
     count_pairs,
     fine_to_coarse,
+    one_way_weight,
     pair_layout,
     parse_pairs,
     pooled_one_way,
@@ -295,3 +296,13 @@ def test_sharpening_weighs_noisier_pair_tables_less(small_schema, small_table):
             coarse = np.bincount(fine_to_coarse(layout[0], pairs[0].first), pooled[0] - one_way[0])
             errors[label].append(np.square(coarse).mean())
     assert np.mean(errors["ratio 64"]) < 0.5 * np.mean(errors["ratio 1"])
+
+
+def test_auto_one_way_weight_balances_one_way_and_two_way_noise():
+    # "auto" minimises sqrt(K w^2 + P) (1/w + 1), the noise on a one-way count plus that on a two-way one.
+    assert one_way_weight("auto", 13, 78) == pytest.approx(6 ** (1 / 3))  # HI, every pair: 1.82
+    grid = np.linspace(1.0, 4.0, 3001)
+    total = np.sqrt(13 * grid**2 + 78) * (1 / grid + 1)
+    assert grid[np.argmin(total)] == pytest.approx(6 ** (1 / 3), abs=1e-3)
+    assert one_way_weight("auto", 15, 14) == 1.0  # MedExp, the target with every column: no weight
+    assert one_way_weight("auto", 13, 0) == 1.0 and one_way_weight("2.5", 13, 78) == 2.5

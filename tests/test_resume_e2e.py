@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from fedsynth.config import RunConfig
 from privacy.budget import SiteBudget
 from simulations.runner import processes_matching
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
@@ -51,7 +50,7 @@ def test_kill_the_server_app_then_resume(tmp_path):
     apps_before = live_server_apps()
     out = tmp_path / "run"
     args = ["--rounds", str(ROUNDS), "--local-steps", "20", "--out", str(out), "--set", "batch-size=128",
-            "--set", "measure-pairs=whi:*"]  # fmt: skip
+            "--set", "measure-pairs=whi:*", "--set", "measure-one-way-weight=2"]  # fmt: skip
     first = subprocess.Popen([FEDSYNTH, "simulate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=ENV)  # fmt: skip
     deadline = time.time() + 240
@@ -107,7 +106,7 @@ def test_kill_the_server_app_then_resume(tmp_path):
     # Each site's noise per count is its planned noise multiplier x the L2 sensitivity sqrt(13 w^2 + 12)
     # (13 one-way histograms weighted by w = measure-one-way-weight, 12 two-way), divided by w for one-way.
     budgets = [SiteBudget.from_state(ledger) for ledger in final_state["ledgers"].values()]
-    weight = RunConfig().measure_one_way_weight
+    weight = 2.0
     per_site = [(b.measure_noise * math.sqrt(13 * weight**2 + 12)) ** 2 for b in budgets]
     assert measurement["one_way_weight"] == weight
     assert measurement["pair_noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)))
