@@ -205,8 +205,9 @@ class GanFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         entry, answered = self._start_round_log(server_round, replies)
         usable, vectors = [], []
+        reference = self._global  # without a global model yet, the first good reply sets the key order
         for name, msg in answered:
-            vector, reason = decode_update(msg, self._global)
+            vector, reason = decode_update(msg, reference)
             metrics = next(iter(msg.content.metric_records.values()), None)
             if metrics is not None:
                 entry.sites[name] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
@@ -219,13 +220,14 @@ class GanFedAvg(FedAvg):
                 continue
             usable.append((name, msg.content))
             vectors.append(vector)
+            reference = reference if reference is not None else _arrays(msg.content)
         usable, vectors = self._reject_norm_outliers(server_round, entry, usable, vectors)
         if not usable:
             log(WARNING, "round %d: no usable update; the global model is unchanged", server_round)
             return None, None
         weights = [float(_metrics(content)[self.weighted_by_key]) for _, content in usable]
         combined, used = self.combine(np.stack(vectors), weights)
-        arrays = unflatten(combined, self._global if self._global is not None else _arrays(usable[0][1]))
+        arrays = unflatten(combined, reference)
         for index, (name, _) in enumerate(usable):
             if index not in used:
                 entry.rejected[name] = f"left out by {self.name} (farthest from the other updates)"

@@ -327,3 +327,12 @@ def test_a_failed_site_is_recorded_under_the_name_it_gave_before(global_record):
     entry = strategy.history[-1]
     assert entry.failed == {"site-2": "simulated failure of site-2 in round 3", "node-3": "gone"}
     assert entry.aggregated == ["site-1"]
+
+
+def test_without_a_global_model_replies_in_another_key_order_still_line_up(global_record):
+    # No configure_train yet: the first good reply sets the key order for the others.
+    delta = np.linspace(-1.0, 1.0, vector(global_record).size)
+    moved = shifted(global_record, delta)
+    reordered = ArrayRecord({k: moved[k] for k in reversed(list(moved.keys()))})
+    arrays, _ = GanFedAvg(outlier_factor=0).aggregate_train(1, [reply(1, global_record), reply(2, reordered)])
+    assert np.allclose(vector(arrays), vector(global_record) + delta / 2, atol=1e-6)
