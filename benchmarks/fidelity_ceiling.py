@@ -47,11 +47,12 @@ def noise_free(train: pd.DataFrame, schema: Schema, run: RunConfig, seed: int) -
     """Independent draws from exact one-way histograms, and the same draws raked to exact pairs."""
     layout = schema_bins(schema, run.measure_bins)
     pairs = pair_layout(layout, parse_pairs(run.measure_pairs, schema), run.measure_pair_bins)
-    independent = Marginals.from_noisy_counts(layout, count(train, layout), 0.0)
+    one_way = count(train, layout)
+    independent = Marginals.from_noisy_counts(layout, one_way, 0.0)
     out = {"independent, public bins": independent.sample_independent(len(train), seed=seed)}
     if pairs:
         marginals = Marginals.from_noisy_counts(
-            layout, count(train, layout), 0.0, pairs, count_pairs(train, pairs), run.measure_pair_bins
+            layout, one_way, 0.0, pairs, count_pairs(train, pairs), run.measure_pair_bins
         )
         candidates = marginals.sample_independent(OVERSAMPLE * len(train), seed=seed)
         out["raked, public bins"], _ = rake(candidates, marginals, len(train), np.random.default_rng(seed))
