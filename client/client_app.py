@@ -20,12 +20,15 @@ jurisdiction the policy does not admit refuses to take part at all.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import random
+import sys
 import time
+import traceback
+from collections.abc import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -34,16 +37,18 @@ from flwr.clientapp import ClientApp
 from client.secure_aggregation import secure_aggregation_mod
 from client.site_data import SiteData, load_site, schema_from_text
 from client.task import plan_budget, train_round
+from client.wire_log import wire_log_mod
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
 from models.gan import GanShape, build_gan
 from models.packing import pack, unpack
-from privacy.budget import SiteBudget
+from privacy.budget import SiteBudget, epsilon_of, measurement_noise
 from privacy.dp_training import sample_rate_for
 from privacy.histograms import (
     add_noise,
     count,
     count_pairs,
+    estimate_rows,
     one_way_weight,
     pair_layout,
     parse_pairs,
@@ -52,11 +57,11 @@ from privacy.histograms import (
     schema_bins,
 )
 from privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
+from privacy.secret_noise import NoiseSource
 from tabular.codec import TableCodec
 from tabular.schema import load_yaml
-from tabular.table import validate_frame
 from validator.policy import Policy, parse_policy
-from validator.site_checks import epsilon_with_release, gaussian_release_cost, noisy_fidelity, release_counts
+from validator.site_checks import noisy_release_counts
 
 BUDGET_STATE = "fedsynth.budget"
 SCHEMA_KEY = "schema-yaml"
@@ -68,7 +73,7 @@ SYNTHETIC_KEY = "synthetic-csv"
 THRESHOLD_KEY = "distance-threshold"
 SITE_SECONDS_KEY = "site-seconds"  # train replies: the handler's own wall seconds, without Flower's messaging
 
-app = ClientApp()
+app = ClientApp(mods=[wire_log_mod])  # the site's own log of what it sends (client.wire_log)
 
 
 class SimulatedFaultError(RuntimeError):
@@ -77,6 +82,44 @@ class SimulatedFaultError(RuntimeError):
 
 class NotAdmittedError(UserError):
     """The federation's policy does not admit this site's jurisdiction."""
+
+
+class RefusalError(UserError):
+    """A request this site declines (a second release, a purpose it does not offer); its text is public."""
+
+
+class NodeConfigError(UserError):
+    """This site's node configuration cannot run the plan (no ledger, no public row count)."""
+
+
+class SiteFailureError(RuntimeError):
+    """What crosses the network when a site fails: a public reason only. The site's own log has the rest."""
+
+
+def public_failures(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """Let only public reasons leave the site when a handler fails.
+
+    Flower sends an exception's text to the coordinator. A data error names a cell value and a row
+    number, and an unexpected exception may quote anything, so the site logs the full text on its own
+    terminal and raises a reason that names files, columns and public settings only.
+    """
+
+    @functools.wraps(handler)
+    def wrapped(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except SimulatedFaultError:
+            raise
+        except UserError as exc:
+            if exc.public != str(exc):
+                print(f"fedsynth site: {exc}", file=sys.stderr)
+            raise SiteFailureError(exc.public) from None
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            reason = f"the site failed with {type(exc).__name__} (details in the site's own log)"
+            raise SiteFailureError(reason) from None
+
+    return wrapped
 
 
 def _seed(*parts: object) -> int:
@@ -98,30 +141,67 @@ def _admitted(policy: Policy | None, site: SiteData) -> None:
         )
 
 
-def _restore_budget(context: Context, site_name: str, ledgers_json: str | None) -> SiteBudget | None:
+def _restore_budget(context: Context, config: RunConfig, site_name: str, ledgers_json: str | None) -> SiteBudget | None:
+    """What this site has spent so far: the largest ε of its own state, its own ledger file and the
+    coordinator's copy. The coordinator's copy can only add spending; the plan is always the site's own."""
     in_state = None
     if BUDGET_STATE in context.state.config_records:
         in_state = SiteBudget.from_state(dict(context.state.config_records[BUDGET_STATE]))
     on_disk = read_ledger_file(context.node_config["ledger"]) if "ledger" in context.node_config else None
-    return most_spent(in_state, on_disk, server_ledger(ledgers_json, site_name))
+    candidates = (in_state, on_disk, server_ledger(ledgers_json, site_name))
+    restored = most_spent(config.delta, config.accountant, *candidates)
+    if restored is not None:  # like spending, an answered release check is never forgotten
+        restored.release_checked = any(c.release_checked for c in candidates if c is not None)
+    return restored
 
 
-def _site_budget(context: Context, config: RunConfig, site: SiteData, record: ConfigRecord) -> SiteBudget:
-    ledgers = str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None
-    budget = _restore_budget(context, site.name, ledgers)
-    if budget is not None:
-        return budget
+def _site_epsilon(context: Context, config: RunConfig, site: SiteData, record: ConfigRecord) -> float:
+    """The run's ε, lowered to the jurisdiction's cap under the policy and to the site's own cap."""
     policy = _policy(record)
     epsilon = config.epsilon
     if policy is not None and site.jurisdiction is not None:
         epsilon = min(epsilon, policy.epsilon_cap(site.jurisdiction, epsilon))
     if "epsilon" in context.node_config:  # a site may always ask for less than the federation offers
         epsilon = min(epsilon, float(context.node_config["epsilon"]))
-    feedback = 0.0
-    if config.feedback_rounds:
-        columns = len(schema_from_text(str(record[SCHEMA_KEY])).columns)
-        feedback = gaussian_release_cost(columns + 1, config.validator_feedback_noise, len(site.frame))
-    return plan_budget(config, sample_rate_for(len(site.frame), config.batch_size), epsilon, feedback)
+    return epsilon
+
+
+def _public_rows(context: Context, restored: SiteBudget | None) -> float:
+    """The row count this site's mechanism is built on: declared public in its node config (``rows``),
+    else the DP estimate from its own histogram release; 0 when it has neither yet."""
+    if "rows" in context.node_config:
+        rows = float(context.node_config["rows"])
+        if not rows >= 1:
+            raise NodeConfigError("node config 'rows' must be a public row count of at least 1")
+        return rows
+    return restored.public_rows if restored is not None else 0.0
+
+
+def _site_budget(context: Context, config: RunConfig, site: SiteData, record: ConfigRecord) -> SiteBudget:
+    """This site's own plan, with the spending it has on record: planned from public inputs only."""
+    ledgers = str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None
+    restored = _restore_budget(context, config, site.name, ledgers)
+    rows = _public_rows(context, restored)
+    if not rows:
+        raise NodeConfigError(
+            "no public row count: run with measure-fraction above 0 (the DP histograms give one) "
+            "or declare 'rows' in the node config"
+        )
+    if config.delta >= 1.0 / rows:
+        raise NodeConfigError(f"delta {config.delta:g} is not below 1/rows for this site's public row count")
+    policy = _policy(record)  # None: the default policy, whose release rules ask for no copies
+    checks_release = policy is None or policy.release.no_copies or policy.release.min_distance > 0
+    budget = plan_budget(
+        config,
+        sample_rate_for(rows, config.batch_size),
+        _site_epsilon(context, config, site, record),
+        release_check_noise=config.release_check_noise if checks_release else 0.0,
+    )
+    budget.public_rows = rows
+    if restored is not None:
+        budget.history = list(restored.history)
+        budget.release_checked = restored.release_checked
+    return budget
 
 
 def _save_budget(context: Context, budget: SiteBudget) -> None:
@@ -133,6 +213,10 @@ def _save_budget(context: Context, budget: SiteBudget) -> None:
 def _open(msg: Message, context: Context) -> tuple[RunConfig, ConfigRecord, SiteData]:
     """The run configuration, the message's config record and this site's data, policy checked."""
     config = RunConfig.from_mapping(dict(context.run_config))
+    if "data-path" in context.node_config and "ledger" not in context.node_config:
+        # A deployed site must own its spending: without a ledger of its own it would depend on the
+        # coordinator to remember what it spent.
+        raise NodeConfigError("node config has no 'ledger' path: a deployed site keeps its own privacy ledger")
     record = msg.content["config"]
     site = load_site(dict(context.node_config), config.to_mapping(), str(record[SCHEMA_KEY]))
     _admitted(_policy(record), site)
@@ -147,33 +231,46 @@ def _site_record(site: SiteData, budget: SiteBudget | None) -> ConfigRecord:
 
 
 @app.query()
+@public_failures
 def measure(msg: Message, context: Context) -> Message:
     """Release this site's DP histograms (one-way, and the two-way ones ``measure-pairs`` names) in one
-    Gaussian mechanism, charged to its budget (once per run)."""
+    Gaussian mechanism, charged to its budget; at most once per run. Their totals give the site its
+    DP row count, on which its DP-SGD plan is then built."""
     config, record, site = _open(msg, context)
-    budget = _site_budget(context, config, site, record)
-    if not budget.measure_noise:
-        raise RuntimeError("this run plans no measurement (measure-fraction is 0)")
+    ledgers = str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None
+    restored = _restore_budget(context, config, site.name, ledgers)
+    if restored is not None and restored.measured:
+        raise RefusalError("this site released its histograms already in this run; a second release is refused")
+    epsilon = _site_epsilon(context, config, site, record)
+    noise_multiplier = measurement_noise(epsilon, config.delta, config.measure_fraction, config.accountant)
+    if not noise_multiplier:
+        raise RefusalError("this run plans no measurement (measure-fraction is 0)")
     schema = schema_from_text(str(record[SCHEMA_KEY]))
     layout = schema_bins(schema, config.measure_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
-    one_way_std, pair_std = release_noise_std(budget.measure_noise, len(layout), len(pairs), weight)
+    one_way_std, pair_std = release_noise_std(noise_multiplier, len(layout), len(pairs), weight)
     # Charge first, then release: a crash in between over-counts, never under-counts.
-    budget.record_measurement()
+    history = list(restored.history) if restored else []
+    charged = SiteBudget(epsilon, config.delta, config.accountant, 0.0, 0.0, 0, history, noise_multiplier)
+    charged.record_measurement()
+    _save_budget(context, charged)
+    noise = NoiseSource.for_run(config.reproducible_noise, config.seed, site.name, "measure")
+    one_way = add_noise(count(site.frame, layout), one_way_std, noise)
+    noisy = one_way + add_noise(count_pairs(site.frame, pairs), pair_std, noise)
+    charged.public_rows = estimate_rows(one_way)  # post-processing of what was just released
+    _save_budget(context, charged)
+    budget = _site_budget(context, config, site, record)  # the DP-SGD plan, built on that DP row count
     _save_budget(context, budget)
-    rng = np.random.default_rng(_seed(config.seed, site.name, "measure"))
-    noisy = add_noise(count(site.frame, layout), one_way_std, rng) + add_noise(
-        count_pairs(site.frame, pairs), pair_std, rng
-    )
     arrays = release_record(layout, pairs, noisy)
     metrics = MetricRecord({"noise-std": one_way_std, "pair-noise-std": pair_std, "epsilon": budget.spent,
-                            "num-examples": len(site.frame)})  # fmt: skip
+                            "num-examples": round(budget.public_rows)})  # fmt: skip
     return Message(RecordDict({"histograms": arrays, "metrics": metrics, "site": _site_record(site, budget)}),
                    reply_to=msg)  # fmt: skip
 
 
 @app.train(mods=[secure_aggregation_mod])
+@public_failures
 def train(msg: Message, context: Context) -> Message:
     """One round of local DP training."""
     started = time.perf_counter()
@@ -190,14 +287,15 @@ def train(msg: Message, context: Context) -> Message:
     unpack(msg.content["arrays"], generator, discriminator)
     budget = _site_budget(context, config, site, record)
     lr_scale = float(record.get(LR_SCALE_KEY, 1.0))
-    outcome = train_round(generator, discriminator, site.encoded, budget, config, lr_scale=lr_scale)
+    noise = NoiseSource.for_run(config.reproducible_noise, config.seed, site.name, server_round, "dp-sgd")
+    outcome = train_round(generator, discriminator, site.encoded, budget, config, noise, lr_scale=lr_scale)
     _save_budget(context, outcome.budget)
     arrays = pack(generator, discriminator, config.transfer_dtype)
     spent = outcome.budget.spent
 
     metrics = MetricRecord(
         {
-            "num-examples": len(site.frame),
+            "num-examples": round(outcome.budget.public_rows),  # public (declared or DP), never the exact count
             "unit-weight": 1,
             "trained-steps": outcome.trained_steps,
             "steps": outcome.budget.steps,
@@ -210,9 +308,10 @@ def train(msg: Message, context: Context) -> Message:
             "budget-exhausted": int(outcome.budget_exhausted),
             "loss-discriminator-fake": outcome.loss_discriminator_fake,
             "loss-generator": outcome.loss_generator,
-            SITE_SECONDS_KEY: time.perf_counter() - started,
         }
     )
+    if simulated:  # a deployed site's timings stay with it (they grow with its data)
+        metrics[SITE_SECONDS_KEY] = time.perf_counter() - started
     reply = RecordDict(
         {
             "arrays": arrays,
@@ -224,31 +323,37 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@public_failures
 def evaluate(msg: Message, context: Context) -> Message:
-    """Score a synthetic sample against this site's rows; only aggregates or counts leave the site."""
+    """The release gate's check of the final table against this site's rows: a DP release, once per run.
+
+    The site counts its real rows that the released table copies (and, with a distance threshold,
+    those with a released row closer than it), adds discrete Gaussian noise at its planned
+    ``release-check-noise`` multiplier (``validator.site_checks.noisy_release_counts``), and charges
+    that release to its accountant before anything leaves. It refuses a second check, and a check
+    its plan did not reserve or its budget cannot pay for.
+    """
     config, record, site = _open(msg, context)
     schema = schema_from_text(str(record[SCHEMA_KEY]))
     synthetic = pd.read_csv(io.StringIO(str(record[SYNTHETIC_KEY])), dtype=str, keep_default_na=False)
     purpose = str(record[PURPOSE_KEY])
+    if purpose != "release-check":
+        raise RefusalError(f"evaluate purpose {purpose!r} is not offered by this site")
     budget = _site_budget(context, config, site, record)
-    if purpose == "release-check":
-        # Counts, not DP: the report says so. They decide whether the table may be released.
-        counts = ConfigRecord(release_counts(synthetic, site.frame, schema, float(record[THRESHOLD_KEY])))
-        return Message(RecordDict({"counts": counts, "site": _site_record(site, budget)}), reply_to=msg)
-    if purpose != "feedback":
-        raise ValueError(f"unknown evaluate purpose {purpose!r}")
-    sample = validate_frame(synthetic, schema, source="validator sample")
-    spent_after = epsilon_with_release(budget.history, budget.feedback_noise, budget.delta, budget.accountant)
-    if budget.feedback_given >= budget.feedback_planned or spent_after > budget.epsilon:
-        metrics = MetricRecord({"refused": 1, "epsilon": budget.spent})
-        return Message(RecordDict({"metrics": metrics, "site": _site_record(site, budget)}), reply_to=msg)
-    noise_std = config.validator_feedback_noise
-    rng = np.random.default_rng(_seed(config.seed, site.name, "feedback", record.get("server-round", 0)))
-    result = noisy_fidelity(sample, site.frame, schema, noise_std, rng)
-    if abs(result["noise_multiplier"] - budget.feedback_noise) > 1e-9 * budget.feedback_noise:
-        raise RuntimeError("feedback noise differs from the planned release")  # the plan would not hold
-    budget.record_feedback()  # charged before anything leaves the site
+    if budget.release_checked:
+        raise RefusalError("this site answered the release check already in this run; a second one is refused")
+    if not budget.release_check_noise > 0:
+        raise RefusalError("this site's plan reserves no release check (the federation policy asks for none)")
+    if epsilon_of([*budget.history, (budget.release_check_noise, 1.0, 1)], budget.delta, budget.accountant) > (
+        budget.epsilon * (1 + 1e-9)
+    ):
+        raise RefusalError("the release check would take this site over its privacy budget; refused")
+    # Charge first, then release: a crash in between over-counts, never under-counts.
+    budget.record_release_check()
+    budget.release_checked = True
     _save_budget(context, budget)
-    values = {f"value:{key}": float(v) for key, v in result["values"].items()}
-    metrics = MetricRecord({**values, "refused": 0, "epsilon": budget.spent, "num-examples": len(site.frame)})
-    return Message(RecordDict({"metrics": metrics, "site": _site_record(site, budget)}), reply_to=msg)
+    noise = NoiseSource.for_run(config.reproducible_noise, config.seed, site.name, "release-check")
+    released = noisy_release_counts(
+        synthetic, site.frame, schema, float(record[THRESHOLD_KEY]), budget.release_check_noise, noise
+    )
+    return Message(RecordDict({"counts": ConfigRecord(released), "site": _site_record(site, budget)}), reply_to=msg)

@@ -83,6 +83,7 @@ def load_site(node_config: dict[str, Any], run_config: dict[str, Any], schema_te
     else:
         raise DataError("node config has neither 'data-path' (deployment) nor 'partition-id' (simulation)")
     if len(frame) < MIN_SITE_ROWS:
-        raise DataError(f"site {name}: only {len(frame)} rows; at least {MIN_SITE_ROWS} are needed to train")
+        raise DataError(f"site {name}: only {len(frame)} rows; at least {MIN_SITE_ROWS} are needed to train",
+                        public=f"site {name}: fewer than {MIN_SITE_ROWS} rows, too few to train")  # fmt: skip
     encoded = torch.from_numpy(TableCodec(schema).encode(frame))
     return SiteData(name=name, frame=frame, encoded=encoded, jurisdiction=jurisdiction)

@@ -16,6 +16,7 @@ from fedsynth.config import RunConfig
 from models.gan import Discriminator, Generator
 from privacy.budget import SiteBudget
 from privacy.dp_training import discriminator_step, fake_batch, generator_step, make_private_discriminator
+from privacy.secret_noise import NoiseSource
 
 
 @dataclass
@@ -33,12 +34,17 @@ class RoundOutcome:
 
 
 def plan_budget(
-    config: RunConfig, sample_rate: float, epsilon: float | None = None, feedback_noise: float = 0.0
+    config: RunConfig,
+    sample_rate: float,
+    epsilon: float | None = None,
+    feedback_noise: float = 0.0,
+    release_check_noise: float = 0.0,
 ) -> SiteBudget:
     """The site's budget for the whole run, planned from the run's step count and releases.
 
     ``epsilon`` overrides the run's ε (a jurisdiction's cap); ``feedback_noise`` is the
-    noise multiplier of one validator feedback release on this site's data.
+    noise multiplier of one validator feedback release on this site's data;
+    ``release_check_noise`` (> 0) reserves the release gate's DP check at that noise multiplier.
     """
     return SiteBudget.plan(
         epsilon=config.epsilon if epsilon is None else epsilon,
@@ -49,6 +55,7 @@ def plan_budget(
         measure_fraction=config.measure_fraction,
         feedback_noise=feedback_noise,
         feedback_releases=len(config.feedback_rounds),
+        release_check_noise=release_check_noise,
     )
 
 
@@ -58,17 +65,19 @@ def train_round(
     real: torch.Tensor,
     budget: SiteBudget,
     config: RunConfig,
+    noise: NoiseSource,
     lr_scale: float = 1.0,
 ) -> RoundOutcome:
     """Up to ``config.local_steps`` DP steps, never more than the budget allows.
 
-    ``lr_scale`` lowers both learning rates after the validator rolled the model back.
+    ``noise`` draws the DP-SGD noise and the Poisson batches (secret unless the run asked for
+    reproducible noise); ``lr_scale`` lowers both learning rates after the validator rolled the model back.
     """
     steps = budget.steps_allowed(config.local_steps)
     if steps == 0:
         return RoundOutcome(0, math.nan, math.nan, budget)
     private = make_private_discriminator(
-        discriminator, real, budget, config.batch_size, config.max_grad_norm, config.lr_discriminator * lr_scale
+        discriminator, real, budget, config.batch_size, config.max_grad_norm, config.lr_discriminator * lr_scale, noise
     )
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr_generator * lr_scale, betas=(0.5, 0.9))
     batches = private.real_batches()

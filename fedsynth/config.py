@@ -48,7 +48,8 @@ class RunConfig:
     # Privacy (record-level, per site).
     epsilon: float = 1.0
     delta: float = 1e-5
-    accountant: str = "prv"
+    accountant: str = "rdp"  # rdp accounts the discrete-Gaussian counts exactly (zCDP); prv is refused
+    reproducible_noise: bool = False  # draw DP noise from ``seed``: for tests and research; the run is NOT DP
     max_grad_norm: float = 1.0
     client_dp_noise: float = 0.0  # client-level DP noise multiplier z on the site updates; 0: off
     client_dp_clip: float = 1.0  # client-level DP: L2 norm each site's whole G+D update is clipped to
@@ -65,6 +66,7 @@ class RunConfig:
     validator_action: str = "record"  # on collapse: record | stop (keep the best round) | rollback
     validator_feedback_every: int = 0  # every N rounds sites score a sample against their rows (DP); 0: never
     validator_feedback_noise: float = 0.02  # std of the Gaussian noise on each score a site returns
+    release_check_noise: float = 20.0  # noise multiplier z of the release gate's DP counts (charged once per run)
     site_jurisdictions: str = ""  # simulation: "site=jurisdiction,..."; default: a site's natural value
     # Model and optimisation.
     batch_size: int = 256
@@ -131,6 +133,12 @@ class RunConfig:
             fail("delta", "must be between 0 and 1")
         if self.accountant not in ACCOUNTANTS:
             fail("accountant", f"must be one of {', '.join(ACCOUNTANTS)}")
+        if self.accountant == "prv":
+            # PRV computes the exact privacy curve of the continuous Gaussian; the discrete Gaussian's curve
+            # (every noisy count: histograms, the release check) can lie slightly above it, while both
+            # satisfy the same zCDP bound that RDP accounts for.
+            fail("accountant", "must be rdp: the DP counts use the discrete Gaussian, which RDP accounts exactly "
+                 "and PRV does not")  # fmt: skip
         for key in ("max-grad-norm", "lr-generator", "lr-discriminator", "round-timeout"):
             value = getattr(self, key.replace("-", "_"))
             if not (math.isfinite(value) and value > 0):
@@ -189,8 +197,15 @@ class RunConfig:
             fail("validator-rows", "must be at least 10")
         if self.validator_feedback_every < 0:
             fail("validator-feedback-every", "must not be negative")
+        if self.validator_feedback_every > 0:
+            # Its scores are means over a site's rows, so their sensitivity 1/(n-1) depends on the private
+            # row count n: under add/remove-one-row the stated ε would not hold (docs/privacy.md).
+            fail("validator-feedback-every", "must be 0: site feedback is withdrawn until its sensitivity no longer "
+                 "depends on a site's private row count (docs/privacy.md)")  # fmt: skip
         if not (math.isfinite(self.validator_feedback_noise) and self.validator_feedback_noise > 0):
             fail("validator-feedback-noise", "must be a positive number")
+        if not (math.isfinite(self.release_check_noise) and self.release_check_noise > 0):
+            fail("release-check-noise", "must be a positive finite number")
         if not self.out:
             fail("out", "must name an output folder")
 

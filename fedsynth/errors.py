@@ -10,11 +10,17 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem with the user's input, reported as one line without a traceback."""
+    """A problem with the user's input, reported as one line without a traceback.
 
-    def __init__(self, message: str) -> None:
+    ``public`` is the same problem said without any private value (no cell value, no row number):
+    what a site may send across the network. It defaults to the message itself, for messages that
+    name only files, columns and public settings.
+    """
+
+    def __init__(self, message: str, public: str | None = None) -> None:
         # Keep the message on one line whatever the caller passed in.
         super().__init__(" ".join(str(message).split()))
+        self.public = " ".join(str(public).split()) if public is not None else str(self)
 
 
 class SchemaError(UserError):

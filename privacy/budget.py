@@ -84,8 +84,9 @@ def _sgd_noise(epsilon: float, delta: float, sample_rate: float, steps: int, acc
         )
     if epsilon_of(prefix, delta, accountant) >= epsilon:
         raise ValueError(
-            f"the planned releases (DP histograms, validator feedback) alone would spend the whole budget "
-            f"ε={epsilon:g}; lower measure-fraction or validator-feedback-every, or raise validator-feedback-noise"
+            f"the planned releases (DP histograms, validator feedback, release check) alone would spend the whole "
+            f"budget ε={epsilon:g}; lower measure-fraction or validator-feedback-every, or raise "
+            f"validator-feedback-noise or release-check-noise"
         )
     low, high = 0.0, 1.0
     while epsilon_of([*prefix, (high, sample_rate, steps)], delta, accountant) > epsilon:
@@ -101,6 +102,21 @@ def _sgd_noise(epsilon: float, delta: float, sample_rate: float, steps: int, acc
     return high
 
 
+def measurement_noise(epsilon: float, delta: float, fraction: float, accountant: str) -> float:
+    """Noise multiplier of the one histogram release that spends ``fraction`` of ε (as if spent alone).
+
+    It depends on the run's public settings only, so a site can release its histograms (and so learn
+    its DP row count) before anything else is planned.
+    """
+    if fraction <= 0:
+        return 0.0
+    return float(
+        get_noise_multiplier(
+            target_epsilon=fraction * epsilon, target_delta=delta, sample_rate=1.0, steps=1, accountant=accountant
+        )
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _plan(
     epsilon: float,
@@ -111,27 +127,23 @@ def _plan(
     measure_fraction: float,
     feedback_noise: float,
     feedback_releases: int,
+    release_check_noise: float = 0.0,
 ) -> tuple[float, int, float]:
     """(DP-SGD noise, max steps, measurement noise): a pure function of the plan's inputs.
 
-    Cached, because accounting searches cost seconds and the many simulated sites of
-    an IID split share one sampling rate.
+    The planned releases come first (histograms, validator feedback, the release check at noise
+    multiplier ``release_check_noise`` when above 0); DP-SGD gets what remains. Cached, because
+    accounting searches cost seconds and the many simulated sites of an IID split share one
+    sampling rate.
     """
     prefix: History = []
-    measure_noise = 0.0
-    if measure_fraction > 0:
-        measure_noise = float(
-            get_noise_multiplier(
-                target_epsilon=measure_fraction * epsilon,
-                target_delta=delta,
-                sample_rate=1.0,
-                steps=1,
-                accountant=accountant,
-            )
-        )
+    measure_noise = measurement_noise(epsilon, delta, measure_fraction, accountant)
+    if measure_noise:
         prefix = [(measure_noise, 1.0, 1)]
     if feedback_releases and feedback_noise > 0:
         prefix.append((feedback_noise, 1.0, feedback_releases))
+    if release_check_noise > 0:
+        prefix.append((release_check_noise, 1.0, 1))
     noise = _sgd_noise(epsilon, delta, sample_rate, planned_steps, accountant, prefix)
     max_steps = _max_steps(noise, sample_rate, epsilon, delta, accountant, planned_steps, prefix)
     return noise, max_steps, measure_noise
@@ -143,7 +155,8 @@ class SiteBudget:
 
     ``history`` is the Opacus accountant's history: DP-SGD steps at
     ``(noise_multiplier, sample_rate)`` and, if the run measures DP histograms,
-    one Gaussian release at ``(measure_noise, 1.0)``.
+    one Gaussian release at ``(measure_noise, 1.0)``; if it plans a release check,
+    one Gaussian release at ``(release_check_noise, 1.0)`` at the end of the run.
     """
 
     epsilon: float
@@ -156,6 +169,9 @@ class SiteBudget:
     measure_noise: float = 0.0  # 0: the run measures no histograms
     feedback_noise: float = 0.0  # noise multiplier of one validator feedback release; 0: none planned
     feedback_planned: int = 0
+    public_rows: float = 0.0  # the site's public row count (declared, or its DP estimate); 0: not known yet
+    release_checked: bool = False  # the release gate's counts were answered (once per run)
+    release_check_noise: float = 0.0  # noise multiplier of the DP release check; 0: none planned
 
     @classmethod
     def plan(
@@ -168,20 +184,23 @@ class SiteBudget:
         measure_fraction: float = 0.0,
         feedback_noise: float = 0.0,
         feedback_releases: int = 0,
+        release_check_noise: float = 0.0,
     ) -> SiteBudget:
         """Choose the noise so that every planned release and ``planned_steps`` steps spend at most ``epsilon``.
 
         ``measure_fraction`` of ε (as if spent alone) goes to one Gaussian release of
         histograms; ``feedback_releases`` validator feedback releases at noise multiplier
-        ``feedback_noise`` are reserved too; DP-SGD gets what remains under composition.
+        ``feedback_noise`` and, when ``release_check_noise`` > 0, one release check at that
+        noise multiplier are reserved too; DP-SGD gets what remains under composition.
         """
         noise, max_steps, measure_noise = _plan(
-            epsilon, delta, sample_rate, planned_steps, accountant, measure_fraction, feedback_noise, feedback_releases
-        )
+            epsilon, delta, sample_rate, planned_steps, accountant, measure_fraction, feedback_noise, feedback_releases,
+            float(release_check_noise),
+        )  # fmt: skip
         return cls(
             epsilon, delta, accountant, noise, float(sample_rate), max_steps,
             measure_noise=measure_noise, feedback_noise=feedback_noise if feedback_releases else 0.0,
-            feedback_planned=feedback_releases,
+            feedback_planned=feedback_releases, release_check_noise=max(0.0, float(release_check_noise)),
         )  # fmt: skip
 
     @property
@@ -213,13 +232,32 @@ class SiteBudget:
                 return
         self.history.append((self.feedback_noise, 1.0, 1))
 
+    def record_release_check(self) -> None:
+        """Charge the planned release check (one Gaussian release) to the accountant's history."""
+        if not self.release_check_noise > 0:
+            raise RuntimeError("this budget plans no release check")
+        self.history.append((self.release_check_noise, 1.0, 1))
+
     @property
     def spent(self) -> float:
         return epsilon_of(self.history, self.delta, self.accountant)
 
     def steps_allowed(self, wanted: int) -> int:
-        """How many of ``wanted`` further steps fit in the budget (0 when exhausted)."""
-        return max(0, min(wanted, self.max_steps - self.steps))
+        """How many of ``wanted`` further steps fit in the budget (0 when exhausted).
+
+        The plan's step count assumes the history holds only the planned releases. A history restored
+        from elsewhere may hold more (spending is only ever added), so ε itself is checked as well.
+        """
+        allowed = max(0, min(wanted, self.max_steps - self.steps))
+        if allowed == 0 or self._fits(allowed):
+            return allowed
+        return _max_steps(
+            self.noise_multiplier, self.sample_rate, self.epsilon, self.delta, self.accountant, allowed, self.history
+        )
+
+    def _fits(self, steps: int) -> bool:
+        entry = (self.noise_multiplier, self.sample_rate, steps)
+        return epsilon_of([*self.history, entry], self.delta, self.accountant) <= self.epsilon
 
     @property
     def exhausted(self) -> bool:
@@ -237,6 +275,9 @@ class SiteBudget:
             "measure-noise": self.measure_noise,
             "feedback-noise": self.feedback_noise,
             "feedback-planned": self.feedback_planned,
+            "public-rows": self.public_rows,
+            "release-checked": int(self.release_checked),
+            "release-check-noise": self.release_check_noise,
             "history-noise": [float(h[0]) for h in self.history],
             "history-rate": [float(h[1]) for h in self.history],
             "history-steps": [int(h[2]) for h in self.history],
@@ -263,4 +304,7 @@ class SiteBudget:
             measure_noise=float(state.get("measure-noise", 0.0)),
             feedback_noise=float(state.get("feedback-noise", 0.0)),
             feedback_planned=int(state.get("feedback-planned", 0)),
+            public_rows=float(state.get("public-rows", 0.0)),
+            release_checked=bool(int(state.get("release-checked", 0))),
+            release_check_noise=float(state.get("release-check-noise", 0.0)),
         )

@@ -7,8 +7,8 @@ the step close to the cost of a non-private one.
 
 One discriminator step feeds the Poisson batch of real rows (any size, even
 zero) together with a *fixed* number of generated rows. Every row, real or fake,
-is clipped on its own, and Opacus divides the noised sum by its expected batch
-size. Because the number of fakes does not depend on the real batch, adding or
+is clipped on its own, and the noised sum is divided by the public batch size.
+Because the number of fakes does not depend on the real batch, adding or
 removing one real row moves the sum by at most the clipping norm C, which is
 what the accountant assumes. (Verified against a hand computation in the tests.)
 
@@ -21,55 +21,86 @@ post-processing of the DP discriminator.
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from opacus import PrivacyEngine
+from opacus.accountants import create_accountant
+from opacus.accountants.accountant import IAccountant
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.budget import SiteBudget
+from privacy.secret_noise import NoiseSource
 
 # Benign and expected with ghost clipping: its first backward pass differentiates
 # with respect to module outputs only.
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-# Noise is drawn from torch's generator, seeded per site and round for reproducible
-# research runs; the README says how a production deployment should differ.
-warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
 
 
-def sample_rate_for(num_rows: int, batch_size: int) -> float:
-    """The Poisson sampling rate Opacus derives from a DataLoader: 1 / number of batches."""
-    return 1.0 / math.ceil(num_rows / batch_size)
+def sample_rate_for(public_rows: float, batch_size: int) -> float:
+    """The Poisson sampling rate for an expected batch of ``batch_size`` rows: min(1, B / n_public).
+
+    ``public_rows`` is the site's *public* row count (declared in its node config, or the DP estimate
+    from its histogram release), never the private count: under add/remove-one-row, neighbouring
+    datasets must run the same mechanism, so nothing that shapes it may depend on the exact count.
+    """
+    if not public_rows > 0:
+        raise ValueError(f"public row count must be positive, got {public_rows}")
+    return min(1.0, batch_size / public_rows)
+
+
+class SecretNoiseOptimizer(DPOptimizerFastGradientClipping):
+    """Opacus's ghost-clipping DP optimizer with its Gaussian noise drawn from a ``NoiseSource``.
+
+    Opacus's own secure mode needs ``torchcsprng``, which has no build for this torch; this replaces
+    only the draw (``add_noise``), with the same floating-point-safe sum of four Gaussians.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, noise: NoiseSource, **kwargs: object) -> None:
+        super().__init__(optimizer, **kwargs)
+        self.noise = noise
+
+    def add_noise(self) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+            p.grad = (p.summed_grad + self.noise.gaussian_like(p.summed_grad, std)).view_as(p)
+            _mark_as_processed(p.summed_grad)
 
 
 @dataclass
 class PrivateDiscriminator:
-    """A discriminator wrapped by Opacus, with its optimizer, loss and Poisson loader."""
+    """A discriminator wrapped for DP-SGD: ghost-clipping module, secret-noise optimizer, loss, accountant,
+    and the site's rows, Poisson-sampled from the same secret source."""
 
-    engine: PrivacyEngine
-    module: nn.Module  # the wrapped module (GradSampleModuleFastGradientClipping)
-    optimizer: torch.optim.Optimizer
-    criterion: nn.Module
-    loader: DataLoader
+    module: GradSampleModuleFastGradientClipping
+    optimizer: SecretNoiseOptimizer
+    criterion: DPLossFastGradientClipping
+    accountant: IAccountant
+    real: torch.Tensor
+    sample_rate: float
+    batch_size: int  # public: the fake batch size and the divisor of the noised sum
+    noise: NoiseSource
 
     @property
     def expected_batch_size(self) -> int:
-        return int(self.optimizer.expected_batch_size)
+        return self.batch_size
 
     def real_batches(self) -> Iterator[torch.Tensor]:
-        """Endless Poisson-sampled real batches (a batch may have zero rows)."""
+        """Endless Poisson-sampled batches of real rows (a batch may have zero rows); which rows are
+        drawn is as secret as the noise."""
         while True:
-            for (batch,) in self.loader:
-                yield batch
+            yield self.real[torch.from_numpy(self.noise.poisson_mask(len(self.real), self.sample_rate))]
 
     def history(self) -> list[tuple[float, float, int]]:
         """The accountant's (noise, sample rate, steps) history after this round."""
-        return [tuple(h) for h in copy.deepcopy(self.engine.accountant.history)]
+        return [tuple(h) for h in copy.deepcopy(self.accountant.history)]
 
 
 def make_private_discriminator(
@@ -79,28 +110,33 @@ def make_private_discriminator(
     batch_size: int,
     max_grad_norm: float,
     lr: float,
+    noise: NoiseSource,
 ) -> PrivateDiscriminator:
-    """Wrap a fresh discriminator for DP-SGD, continuing the site's accountant history."""
-    engine = PrivacyEngine(accountant=budget.accountant)
-    # Restore what the site spent in earlier rounds; deepcopy because Opacus keeps
-    # the list object itself and would otherwise edit the caller's copy in place.
-    engine.accountant.load_state_dict({"history": copy.deepcopy(budget.history), "mechanism": budget.accountant})
-    optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
-    loader = DataLoader(TensorDataset(real), batch_size=batch_size)
-    module, dp_optimizer, criterion, dp_loader = engine.make_private(
-        module=discriminator,
-        optimizer=optimizer,
-        data_loader=loader,
-        criterion=nn.BCEWithLogitsLoss(),
+    """Wrap a fresh discriminator for DP-SGD, continuing the site's accountant history.
+
+    Assembled from Opacus's parts as ``PrivacyEngine.make_private(grad_sample_mode="ghost")`` does,
+    with two differences: the noise and the Poisson sampling come from ``noise``, and the noised sum
+    is divided by the public ``batch_size`` (Opacus would divide by int(n·q), a function of the
+    private row count).
+    """
+    accountant = create_accountant(mechanism=budget.accountant)
+    # deepcopy: the accountant appends to the list object itself.
+    accountant.history = copy.deepcopy(budget.history)
+    module = GradSampleModuleFastGradientClipping(
+        discriminator, batch_first=True, loss_reduction="mean", max_grad_norm=max_grad_norm, use_ghost_clipping=True
+    )
+    module.forbid_grad_accumulation()  # Poisson sampling: every step is one accounted batch
+    optimizer = SecretNoiseOptimizer(
+        torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.9)),
+        noise=noise,
         noise_multiplier=budget.noise_multiplier,
         max_grad_norm=max_grad_norm,
-        grad_sample_mode="ghost",
-        poisson_sampling=True,
+        expected_batch_size=batch_size,
+        loss_reduction="mean",
     )
-    if not math.isclose(dp_loader.sample_rate, budget.sample_rate, rel_tol=1e-9):
-        # The budget was planned for another sampling rate: its ε would be wrong.
-        raise RuntimeError(f"sampling rate {dp_loader.sample_rate} differs from the planned {budget.sample_rate}")
-    return PrivateDiscriminator(engine, module, dp_optimizer, criterion, dp_loader)
+    optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=budget.sample_rate))
+    criterion = DPLossFastGradientClipping(module, optimizer, nn.BCEWithLogitsLoss(), loss_reduction="mean")
+    return PrivateDiscriminator(module, optimizer, criterion, accountant, real, budget.sample_rate, batch_size, noise)
 
 
 def discriminator_step(private: PrivateDiscriminator, real: torch.Tensor, fake: torch.Tensor) -> float:

@@ -37,6 +37,7 @@ import pandas as pd
 from flwr.app import Array, ArrayRecord
 
 from fedsynth.errors import ConfigError
+from privacy.secret_noise import NoiseSource
 from tabular.codec import unwarp, warp
 from tabular.schema import Column, Schema
 
@@ -247,8 +248,35 @@ def read_release(
     return one_way, two_way
 
 
-def add_noise(counts: list[np.ndarray], noise_std: float, rng: np.random.Generator) -> list[np.ndarray]:
-    return [c + rng.normal(0.0, noise_std, size=c.shape) for c in counts]
+def add_noise(counts: list[np.ndarray], noise_std: float, noise: NoiseSource) -> list[np.ndarray]:
+    """Integer counts plus discrete Gaussian noise of scale ``noise_std`` on every count (one draw for all).
+
+    The discrete Gaussian with scale σ on a count that one row moves by 1 is ρ = 1/(2σ²)-zCDP, exactly
+    as the continuous Gaussian (Canonne, Kamath, Steinke 2020); over the release's one-way counts (σ =
+    z S / w) and two-way counts (σ = z S) one row adds up to K w²/(2 z² S²) + P/(2 z² S²) = 1/(2 z²), the
+    RDP curve of a Gaussian mechanism with noise multiplier z, which the site's accountant is charged.
+    """
+    if not counts:
+        return []
+    flat = noise.discrete_gaussian(np.concatenate([c.reshape(-1) for c in counts]), noise_std).astype(float)
+    out, start = [], 0
+    for c in counts:
+        out.append(flat[start : start + c.size].reshape(c.shape))
+        start += c.size
+    return out
+
+
+def estimate_rows(one_way: list[np.ndarray]) -> float:
+    """A site's row count estimated from its noisy one-way histograms (post-processing: free).
+
+    Every one-way histogram sums to the row count; its noisy total carries the noise of all its
+    bins, so the totals are averaged with weights 1/bins (inverse variance). At least 1.
+    """
+    if not one_way:
+        raise ValueError("no one-way histograms to estimate the row count from")
+    weights = np.array([1.0 / c.size for c in one_way])
+    totals = np.array([float(c.sum()) for c in one_way])
+    return max(1.0, float((weights * totals).sum() / weights.sum()))
 
 
 def consistent_pair(counts: np.ndarray, rows: np.ndarray, cols: np.ndarray, floor: float = PAIR_FLOOR) -> np.ndarray:

@@ -1,8 +1,11 @@
 """Where a site's spent budget is remembered, so that ε never resets.
 
 A site's spending can be known from three places, and the site takes whichever
-records the MOST steps (spending only grows, so the largest record is the safe
-one; nobody can make a site forget what it spent, only remind it):
+records the MOST privacy spent, by ε (spending only grows, so the largest record
+is the safe one; nobody can make a site forget what it spent, only remind it).
+Only the history is taken from such a record: the plan (target ε, noise, sampling
+rate) is always the site's own, computed from public inputs, so a forged record
+can add spending but never loosen the plan.
 
 - ``context.state`` on its node, which Flower keeps for the length of one run;
 - a ledger file on the site's own disk (``--node-config 'ledger="..."'`` in a
@@ -18,13 +21,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from privacy.budget import SiteBudget
+from privacy.budget import SiteBudget, epsilon_of
 
 
-def most_spent(*candidates: SiteBudget | None) -> SiteBudget | None:
-    """The record with the most steps; ``None`` when there is none."""
+def most_spent(delta: float, accountant: str, *candidates: SiteBudget | None) -> SiteBudget | None:
+    """The record whose history spends the most ε at the site's own δ and accountant (ties: the most
+    releases on record); ``None`` when there is none. A record's own δ is not trusted."""
     known = [c for c in candidates if c is not None]
-    return max(known, key=lambda b: b.steps) if known else None
+    if not known:
+        return None
+    return max(known, key=lambda b: (epsilon_of(b.history, delta, accountant), sum(s for _, _, s in b.history)))
 
 
 def budget_from_json(text: str | None) -> SiteBudget | None:

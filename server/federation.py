@@ -41,13 +41,13 @@ from privacy.budget import SiteBudget
 from privacy.histograms import Marginals
 from server.checkpoints import checkpoint_calibration, load_checkpoint, save_checkpoint
 from server.measurement import measure_marginals, measurement_summary
-from server.report import build_report, json_safe, write_json
+from server.report import NOT_DP_WARNING, build_report, json_safe, write_json
 from server.round_timer import RoundTimer
 from server.run_state import RunState, keep_ledgers
 from server.sampling import sample_table
 from server.secure_round import DEFAULT_MAX_WEIGHT, SECURE_STATE, secure_aggregation_section, secure_train_round
 from server.validation import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
-from strategies.client_dp import client_level_section, wrap_client_dp
+from strategies.client_dp import GanClientDP, client_level_section
 from strategies.factory import build_strategy
 from strategies.gan_fedavg import WEIGHT_KEY, GanFedAvg, RoundLog, site_name
 from tabular.codec import TableCodec
@@ -143,6 +143,8 @@ class Watch:
 def run_federation(grid: Grid, config: RunConfig) -> dict:
     """Run every round, then write ``synthetic.csv``, ``report.json`` and checkpoints."""
     started = time.time()
+    if config.reproducible_noise:
+        log(WARNING, "fedsynth: %s", NOT_DP_WARNING)
     fed = Federation.from_config(config)
     policy = load_policy(config.policy) if config.policy else None
     if policy is not None:
@@ -158,18 +160,20 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
     if policy is not None:
         fields[POLICY_KEY] = Path(config.policy).read_text(encoding="utf-8")
     marginals = measure_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation)
-    trainer = strategy
-    if config.client_dp_noise > 0:
-        sites = len(_admitted_nodes_after_wait(grid, strategy, watch))
-        trainer = wrap_client_dp(strategy, config, sites)
-        state.extra.setdefault("client_dp", {"sites": sites, "releases": 0})
+    if isinstance(strategy, GanClientDP):
+        entry = state.extra.setdefault("client_dp", {"releases": 0})
+        # m is fixed for the whole run, a resumed one too: the divisor the noise was sized for.
+        entry.setdefault("sites", len(_admitted_nodes_after_wait(grid, strategy, watch)))
+        strategy.admit(entry["sites"])
     failed_in_a_row = 0
 
     for server_round in range(state.completed_round + 1, config.rounds + 1):
         tick, timer = time.time(), RoundTimer()
         train_config = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale})
         sent = cast_record(arrays, config.transfer_dtype)
-        messages = watch.participation.without_excluded(trainer.configure_train(server_round, sent, train_config, grid))
+        messages = watch.participation.without_excluded(
+            strategy.configure_train(server_round, sent, train_config, grid)
+        )
         if config.secure_aggregation:
             with timer.part("exchange"):  # the SecAgg+ stages interleave messaging and summing
                 aggregated, excluded = _secure_exchange(grid, fed, strategy, watch, state, messages, server_round,
@@ -180,7 +184,7 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
             with timer.part("aggregate"):
                 keep_ledgers(replies, state.ledgers)
                 replies, excluded = watch.participation.screen(replies)
-                aggregated, _ = trainer.aggregate_train(server_round, replies)
+                aggregated, _ = strategy.aggregate_train(server_round, replies)
         if not strategy.history or strategy.history[-1].round != server_round:
             strategy.history.append(RoundLog(round=server_round, failed={"all": "client-level DP skipped the round"}))
         entry = strategy.history[-1]
@@ -329,7 +333,9 @@ def _finish(
     policy = watch.participation.policy or DEFAULT_POLICY
     epsilons = {name: float(m.get("epsilon", 0.0)) for name, m in site_metrics.items()}
     decision = release_gate(grid, _admitted_nodes(grid, watch), table, policy, fields, watch.participation,
-                            epsilons, config.epsilon, config.round_timeout, fed.schema)  # fmt: skip
+                            epsilons, config.epsilon, config.round_timeout, fed.schema, state.ledgers)  # fmt: skip
+    state.save(fed.checkpoints)  # the sites' ledgers now hold the release check's charge: keep it for a resume
+    site_metrics = _with_ledgers(strategy.latest_site_metrics(), state)  # ε now includes the release check
     synthetic = fed.out / "synthetic.csv"
     if decision.approved:
         write_table(decision.table, synthetic)
@@ -364,15 +370,17 @@ def _finish(
     report = json_safe(report)
     write_json(fed.out / "report.json", report)
     write_markdown_report(report, fed.out)
-    log(INFO, "fedsynth: %s (ε max %.3f, δ %g)",
-        f"wrote {len(decision.table)} rows to {synthetic}" if decision.approved else "release WITHHELD",
-        report["privacy"]["epsilon_max"], config.delta)  # fmt: skip
+    outcome = f"wrote {len(decision.table)} rows to {synthetic}" if decision.approved else "release WITHHELD"
+    if config.reproducible_noise:
+        log(WARNING, "fedsynth: %s. %s", outcome, report["privacy"]["warning"])
+    else:
+        log(INFO, "fedsynth: %s (ε max %.3f, δ %g)", outcome, report["privacy"]["epsilon_max"], config.delta)
     return report
 
 
 def _with_ledgers(site_metrics: dict[str, dict[str, Any]], state: RunState) -> dict[str, dict[str, Any]]:
     """Each site's last metrics, with ε and steps recomputed from its ledger: that includes
-    releases made after its last training reply (validator feedback)."""
+    releases made after its last training reply (the release check)."""
     out = {}
     for name, metrics in site_metrics.items():
         merged = dict(metrics)

@@ -2,7 +2,9 @@
 
 The privacy section states, per site, the ε that Opacus's accountant computed
 for what the site actually spent, with the δ, noise, sampling rate and steps
-behind it, and what the coordinator learns without DP (row counts).
+behind it, the neighbouring relation it holds under, where the noise came from,
+and what the coordinator learns without DP. A run with reproducible noise says
+in words that it is NOT differentially private and gives no ε as a guarantee.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from typing import Any
 from fedsynth import __version__
 from fedsynth.config import RunConfig
 from strategies.gan_fedavg import RoundLog
+
+NOISE_SECRET = "ChaCha20 keyed from the operating system's CSPRNG per mechanism; counts: OpenDP discrete Gaussian"
+NOISE_REPRODUCIBLE = "derived from the run's seed (reproducible-noise = true)"
+NOT_DP_WARNING = (
+    "NOT differentially private: this run drew its noise from its seed (reproducible-noise = true), so anyone "
+    "who knows the configuration can regenerate the noise and remove it; no ε holds"
+)
 
 SITE_FIELDS = {
     "epsilon": "epsilon",
@@ -49,18 +58,31 @@ def privacy_section(config: RunConfig, site_metrics: dict[str, dict[str, Any]]) 
         site["max_grad_norm"] = config.max_grad_norm
         sites[name] = site
     epsilons = [s["epsilon"] for s in sites.values() if "epsilon" in s]
-    return {
+    section = {
+        "differentially_private": not config.reproducible_noise,
         "unit": "record",
-        "neighbouring": "add or remove one row at one site (Poisson sampling, per-site accountant)",
-        "mechanism": "DP-SGD on the discriminator (Opacus, ghost clipping); the generator is post-processing",
+        "neighbouring": "add or remove one row at one site; every setting of the mechanism (sampling rate, "
+        "batch sizes, noise, sensitivities) comes from public values or the site's DP row count, never its exact count",
+        "mechanism": "DP histograms (discrete Gaussian) and DP-SGD on the discriminator (Opacus ghost clipping, "
+        "Poisson sampling); the generator and everything the server does are post-processing",
+        "release_check": "the release gate's check is DP: each site releases once per run noisy counts of its real "
+        "rows that the released table copies or comes close to (sensitivity 1 each), with discrete Gaussian noise "
+        f"at noise multiplier release-check-noise = {config.release_check_noise:g}, charged to its accountant",
+        "noise_source": NOISE_SECRET if not config.reproducible_noise else NOISE_REPRODUCIBLE,
         "delta": config.delta,
         "epsilon_target": config.epsilon,
         "accountant": config.accountant,
         "max_grad_norm": config.max_grad_norm,
         "sites": sites,
         "epsilon_max": max(epsilons) if epsilons else 0.0,
-        "disclosed_without_dp": ["each site's row count (the FedAvg weight)"],
+        "disclosed_without_dp": [],
     }
+    if config.reproducible_noise:
+        # The accountant's figure describes noise nobody can predict; this run's noise is predictable.
+        section["warning"] = NOT_DP_WARNING
+        section["epsilon_if_noise_were_secret"] = section.pop("epsilon_max")
+        section["epsilon_max"] = None
+    return section
 
 
 def rounds_section(history: list[RoundLog], round_seconds: list[float]) -> list[dict[str, Any]]:

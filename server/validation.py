@@ -9,7 +9,9 @@ The server never holds real data, so it splits the work:
 - what needs real data it asks the sites for, with a Flower evaluate message
   carrying a synthetic sample: DP-noised fidelity scores (charged to each site's
   accountant) every ``validator-feedback-every`` rounds, and, once at the end,
-  counts of released rows that copy or come close to a real row;
+  DP-noised counts of the site's real rows that the released table copies or
+  comes close to (``validator.site_checks.noisy_release_counts``, charged to
+  each site's accountant; the gate decides on their noisy sum);
 - participation: sites declare a jurisdiction; updates from a site the policy
   does not admit are dropped and the site is not asked again (the site also
   refuses on its own).
@@ -30,6 +32,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from client.client_app import PURPOSE_KEY, SYNTHETIC_KEY, THRESHOLD_KEY
+from privacy.budget import SiteBudget
 from server.run_state import keep_ledgers
 from strategies.gan_fedavg import failure_reason, site_name
 from validator.policy import Policy, ReleaseRules
@@ -150,8 +153,13 @@ def release_gate(
     run_epsilon: float,
     timeout: float,
     schema: Any,
+    ledgers: dict[str, Any] | None = None,
 ) -> ReleaseDecision:
-    """Ask each site to count copies and near-copies of the released table; decide the release."""
+    """Ask each site for its DP counts of real rows the released table copies or comes close to; decide.
+
+    Each site charges the check to its own accountant and sends its ledger with the reply; pass
+    ``ledgers`` (the run's copy of the sites' ledgers) to keep that spending on record.
+    """
     released, _ = prepare_release(table, policy, schema)
     fields = {
         **schema_fields,
@@ -159,9 +167,11 @@ def release_gate(
         SYNTHETIC_KEY: released.to_csv(index=False),
         THRESHOLD_KEY: float(policy.release.min_distance),
     }
-    counts, failures = ask_sites(grid, nodes, fields, timeout)
+    counts, failures = ask_sites(grid, nodes, fields, timeout, ledgers)
     for name, reason in failures.items():
         log(WARNING, "fedsynth: release check failed at %s: %s", name, reason)
+    if ledgers:  # the caps hold after the check's own charge, which the sites' ledgers now include
+        epsilons = {**epsilons, **{name: SiteBudget.from_state(entry).spent for name, entry in ledgers.items()}}
     expected = sorted(set(counts) | set(failures))
     other_rules = {}
     if policy is not DEFAULT_POLICY:

@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,7 +270,13 @@ def run_cell(
         _write_csv(synthetic, config, folder / "synthetic.csv")
     else:
         report, sites = _run_gan(cell, config, split[0], folder, echo)
-        epsilon_max = report["privacy"]["epsilon_max"]
+        privacy = report["privacy"]
+        # A reproducible-noise run is NOT DP (results.md says so); its figure is what the accountant would give.
+        epsilon_max = (
+            privacy["epsilon_max"]
+            if privacy.get("differentially_private", True)
+            else (privacy["epsilon_if_noise_were_secret"])
+        )
         release = report.get("release") or {}
         if (folder / "synthetic.csv").is_file():
             synthetic = read_table(folder / "synthetic.csv", config.schema)
@@ -369,6 +374,7 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
 
     from privacy.budget import epsilon_of
     from privacy.histograms import Marginals, add_noise, count, release_noise_std, schema_bins
+    from privacy.secret_noise import NoiseSource
     from simulations.partitioning import num_sites, partition_table
 
     assert cell.epsilon is not None and cell.partition is not None
@@ -380,12 +386,12 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
                                        accountant=run.accountant))  # fmt: skip
     layout = schema_bins(config.schema, run.measure_bins)
     std, _ = release_noise_std(noise, len(layout))  # one-way only: sensitivity sqrt(columns)
-    rng = np.random.default_rng(zlib.crc32(cell.id.encode()))
+    source = NoiseSource.for_run(run.reproducible_noise, cell.id, "dp-marginals")
     sums = [np.zeros(spec_.size) for spec_ in layout]
     for _name, frame in sites:
         if len(frame) == 0:
             continue
-        for i, noisy in enumerate(add_noise(count(frame, layout), std, rng)):
+        for i, noisy in enumerate(add_noise(count(frame, layout), std, source)):
             sums[i] += noisy
     marginals = Marginals.from_noisy_counts(layout, sums, std * math.sqrt(len(sites)))
     synthetic = marginals.sample_independent(len(train), seed=cell.seed)
@@ -486,6 +492,15 @@ def results_markdown(frame: pd.DataFrame, config: SweepConfig) -> str:
         "deviation over seeds. Fidelity is measured against the holdout (1 = identical); detection AUC and "
         "membership-inference (MIA) AUC: 0.5 = indistinguishable / no leak.",
         "",
+        *(
+            [
+                "**NOT differentially private**: this sweep ran with reproducible-noise = true (noise drawn from the "
+                "seed); the ε columns are what the accountant would give with secret noise.",
+                "",
+            ]
+            if config.run_config.reproducible_noise
+            else []
+        ),
         "| method | partition | sites | ε | ε spent (max) | seeds | column shapes | pair trends | detection AUC | "
         f"TSTR {metric} | MIA AUC | DCR median |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",

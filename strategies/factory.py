@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedsynth.config import RunConfig
-from strategies.client_dp import UNIT_WEIGHT_KEY
+from strategies.client_dp import client_dp_strategy
 from strategies.gan_fedavg import GanFedAvg
 from strategies.robust import GanMedian, GanMultiKrum, GanTrimmedMean
 
@@ -19,9 +19,7 @@ def build_strategy(config: RunConfig) -> GanFedAvg:
         "min_train_nodes": config.min_sites,
     }
     if config.client_dp_noise > 0:
-        # Flower's DP wrapper calibrates its noise to an equal-weight mean.
-        # No outlier rule either: dropping a site would make the mean's noise too small for it.
-        return GanFedAvg(weighted_by_key=UNIT_WEIGHT_KEY, **{**common, "outlier_factor": 0.0})
+        return client_dp_strategy(config, **common)
     if config.aggregation == "median":
         return GanMedian(**common)
     if config.aggregation == "trimmed-mean":

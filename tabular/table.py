@@ -43,9 +43,11 @@ def read_table(path: str | Path, schema: Schema) -> pd.DataFrame:
         raise DataError(f"{path}: file is empty") from None
     except pd.errors.ParserError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "parse error"
-        raise DataError(f"{path}: malformed CSV ({first})") from None
+        raise DataError(f"{path}: malformed CSV ({first})", public=f"{path}: malformed CSV") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{path}: cannot read table ({type(exc).__name__}: {exc})", public=f"{path}: cannot read table"
+        ) from None
     return validate_frame(frame, schema, source=str(path))
 
 
@@ -83,7 +85,7 @@ def _validate_column(series: pd.Series, col: Column, source: str) -> pd.Series:
     missing = series.isna().to_numpy() | (series.astype(str).str.strip() == "").to_numpy()
     if missing.any():
         pos = _first_bad(missing)
-        raise DataError(f"{where}, row {pos + 1}: missing value (empty or NaN)")
+        raise DataError(f"{where}, row {pos + 1}: missing value (empty or NaN)", public=f"{where}: missing value")
     if col.is_numeric:
         return _validate_numeric(series, col, where)
     return _validate_discrete(series, col, where)
@@ -99,17 +101,20 @@ def _validate_numeric(series: pd.Series, col: Column, where: str) -> pd.Series:
     bad = ~np.isfinite(values)
     if bad.any():
         pos = _first_bad(bad)
-        raise DataError(f"{where}, row {pos + 1}: {_cell(series, pos)} is not a finite number")
+        raise DataError(f"{where}, row {pos + 1}: {_cell(series, pos)} is not a finite number",
+                        public=f"{where}: a value is not a finite number")  # fmt: skip
     if col.type == "integer":
         frac = values != np.round(values)
         if frac.any():
             pos = _first_bad(frac)
-            raise DataError(f"{where}, row {pos + 1}: {_cell(series, pos)} is not a whole number")
+            raise DataError(f"{where}, row {pos + 1}: {_cell(series, pos)} is not a whole number",
+                            public=f"{where}: a value is not a whole number")  # fmt: skip
     out_of_bounds = (values < col.min) | (values > col.max)
     if out_of_bounds.any():
         pos = _first_bad(out_of_bounds)
         raise DataError(
-            f"{where}, row {pos + 1}: {values[pos]:g} is outside the schema bounds [{col.min:g}, {col.max:g}]"
+            f"{where}, row {pos + 1}: {values[pos]:g} is outside the schema bounds [{col.min:g}, {col.max:g}]",
+            public=f"{where}: a value is outside the schema bounds [{col.min:g}, {col.max:g}]",
         )
     return pd.Series(values, name=col.name)
 
@@ -125,7 +130,8 @@ def _validate_discrete(series: pd.Series, col: Column, where: str) -> pd.Series:
     if unknown.any():
         pos = _first_bad(unknown)
         shown = ", ".join(allowed[:8]) + (", ..." if len(allowed) > 8 else "")
-        raise DataError(f"{where}, row {pos + 1}: unknown category {_cell(series, pos)} (schema allows {shown})")
+        raise DataError(f"{where}, row {pos + 1}: unknown category {_cell(series, pos)} (schema allows {shown})",
+                        public=f"{where}: a value is not one of the schema's categories")  # fmt: skip
     return pd.Series(labels.to_numpy(dtype=object), name=col.name)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from client.task import train_round
@@ -9,6 +10,7 @@ from fedsynth.config import RunConfig
 from models.gan import GanShape, build_gan
 from privacy.budget import SiteBudget, epsilon_of
 from privacy.dp_training import sample_rate_for
+from privacy.secret_noise import NoiseSource
 from tabular.codec import TableCodec
 
 
@@ -44,7 +46,7 @@ def test_spending_is_cumulative_across_rounds(small_schema, small_table):
         # Each round rebuilds networks and the PrivacyEngine, as a ClientApp does, and
         # carries only the saved state from one round to the next.
         gen, disc = build_gan(codec, GanShape.for_run(config, codec.dim), seed=1)
-        outcome = train_round(gen, disc, real, budget, config)
+        outcome = train_round(gen, disc, real, budget, config, NoiseSource.secret_source())
         budget = SiteBudget.from_state(outcome.budget.to_state())
         spent.append(budget.spent)
     assert budget.steps == 18
@@ -60,7 +62,7 @@ def test_site_refuses_steps_beyond_its_budget(small_schema, small_table):
     trained = []
     for _ in range(3):
         gen, disc = build_gan(codec, GanShape.for_run(config, codec.dim), seed=1)
-        outcome = train_round(gen, disc, real, budget, config)
+        outcome = train_round(gen, disc, real, budget, config, NoiseSource.secret_source())
         trained.append(outcome.trained_steps)
         budget = outcome.budget
     assert trained == [6, 4, 0]
@@ -83,3 +85,37 @@ def test_epsilon_is_opacus_value_and_shared_histories_are_computed_once():
     assert epsilon_of([[1.1, 0.5, 37], [4.0, 1.0, 1]], 1e-5, "prv") == expected
     assert _epsilon.cache_info().hits == hits + 1
     assert epsilon_of([(1.1, 0.5, 38), (4.0, 1.0, 1)], 1e-5, "prv") > expected  # one more step is not a hit
+
+
+def test_a_planned_release_check_is_reserved_before_dp_sgd_gets_the_rest():
+    common = {"epsilon": 1.0, "delta": 1e-5, "sample_rate": 0.05, "planned_steps": 60, "accountant": "rdp",
+              "measure_fraction": 0.3}  # fmt: skip
+    without = SiteBudget.plan(**common)
+    budget = SiteBudget.plan(**common, release_check_noise=20.0)
+    assert (without.release_check_noise, budget.release_check_noise) == (0.0, 20.0)
+    assert budget.noise_multiplier > without.noise_multiplier  # DP-SGD pays for the reserved check
+    assert budget.max_steps >= 60
+    everything = [(budget.measure_noise, 1.0, 1), (budget.noise_multiplier, 0.05, budget.max_steps), (20.0, 1.0, 1)]
+    assert epsilon_of(everything, 1e-5, "rdp") <= 1.0
+    # Without the reservation, the same steps plus the check would go over.
+    over = [(without.measure_noise, 1.0, 1), (without.noise_multiplier, 0.05, without.max_steps), (20.0, 1.0, 1)]
+    assert epsilon_of(over, 1e-5, "rdp") > 1.0
+
+
+def test_recording_the_release_check_adds_exactly_its_entry_and_survives_a_round_trip():
+    budget = SiteBudget.plan(epsilon=1.0, delta=1e-5, sample_rate=0.05, planned_steps=60, accountant="rdp",
+                             release_check_noise=15.0)  # fmt: skip
+    budget.history = [(budget.noise_multiplier, 0.05, 60)]
+    before = budget.spent
+    budget.record_release_check()
+    budget.release_checked = True
+    assert budget.history == [(budget.noise_multiplier, 0.05, 60), (15.0, 1.0, 1)]
+    assert before < budget.spent <= 1.0
+    again = SiteBudget.from_state(budget.to_state())
+    assert again == budget
+    assert (again.release_check_noise, again.release_checked) == (15.0, True)
+    older = {k: v for k, v in budget.to_state().items() if k != "release-check-noise"}  # a ledger from before
+    assert SiteBudget.from_state(older).release_check_noise == 0.0
+    unplanned = SiteBudget.plan(epsilon=1.0, delta=1e-5, sample_rate=0.05, planned_steps=60, accountant="rdp")
+    with pytest.raises(RuntimeError, match="no release check"):
+        unplanned.record_release_check()

@@ -15,7 +15,7 @@ from flwr.app import Array, ArrayRecord
 from fedsynth.config import RunConfig
 from models.gan import GanShape, build_gan
 from models.packing import pack
-from strategies.client_dp import UNIT_WEIGHT_KEY, client_level_epsilon, wrap_client_dp
+from strategies.client_dp import UNIT_WEIGHT_KEY, GanClientDP, client_level_epsilon
 from strategies.factory import build_strategy
 from tabular.codec import TableCodec
 from tabular.schema import dump_schema
@@ -62,34 +62,48 @@ def _unit_reply(node: int, record: ArrayRecord, examples: int):
     return msg
 
 
+def _strategy(config: RunConfig, sites: int, start: ArrayRecord) -> GanClientDP:
+    dp = build_strategy(config)
+    assert isinstance(dp, GanClientDP)
+    dp.admit(sites)
+    dp._global = start
+    return dp
+
+
 def test_updates_are_clipped_jointly_and_weighted_equally(small_schema):
-    config = RunConfig(client_dp_noise=0.0 + 1e-12, client_dp_clip=0.5)
-    inner = build_strategy(config)
-    dp = wrap_client_dp(inner, config, num_sites=2)
+    config = RunConfig(client_dp_noise=1e-12, client_dp_clip=0.5)
     start = _global(small_schema)
-    dp.current_arrays = start
-    inner._global = start
+    dp = _strategy(config, 2, start)
     far = [_unit_reply(1, _shifted(start, 3.0), 10), _unit_reply(2, _shifted(start, 3.0), 1000)]
     arrays, _ = dp.aggregate_train(1, far)
     # Both updates point the same way and are clipped to 0.5 over G and D together: the mean moves 0.5.
     assert _norm(arrays, start) == pytest.approx(0.5, rel=1e-4)
-    assert inner.history[-1].aggregated == ["site-1", "site-2"]
+    assert dp.history[-1].aggregated == ["site-1", "site-2"]
 
 
-def test_noise_has_std_z_c_over_m(small_schema):
-    config = RunConfig(client_dp_noise=2.0, client_dp_clip=0.5)
-    inner = build_strategy(config)
-    dp = wrap_client_dp(inner, config, num_sites=4)
+def test_the_divisor_is_the_public_m_not_the_updates_received(small_schema):
+    # One of four admitted sites trains: the sum holds one clipped update and is still divided by 4,
+    # so no single site can move the model by more than C/m.
+    config = RunConfig(client_dp_noise=1e-12, client_dp_clip=0.5)
     start = _global(small_schema)
-    dp.current_arrays = start
-    inner._global = start
+    dp = _strategy(config, 4, start)
+    arrays, _ = dp.aggregate_train(1, [_unit_reply(1, _shifted(start, 3.0), 10)])
+    assert _norm(arrays, start) == pytest.approx(0.5 / 4, rel=1e-4)
+
+
+def test_noise_has_std_z_c_over_m_and_is_secret(small_schema):
+    config = RunConfig(client_dp_noise=2.0, client_dp_clip=0.5)
+    start = _global(small_schema)
     moved = _shifted(start, 1e-4)  # a tiny update, well inside the clipping norm
-    arrays, _ = dp.aggregate_train(1, [_unit_reply(i, moved, 10) for i in range(1, 5)])
-    noise = np.concatenate([(arrays[k].numpy() - moved[k].numpy()).ravel() for k in start])
-    # The sample std of n Gaussian draws has relative standard error about 1/sqrt(2n): allow 5 of them
-    # (Flower draws the noise from numpy's global generator, unseeded). A wrong scale (z*C, or /sqrt(m))
-    # is off by 2x or more.
-    assert noise.std() == pytest.approx(2.0 * 0.5 / 4, rel=5 / math.sqrt(2 * noise.size))
+    draws = []
+    for _ in range(2):
+        dp = _strategy(config, 4, start)
+        arrays, _ = dp.aggregate_train(1, [_unit_reply(i, moved, 10) for i in range(1, 5)])
+        draws.append(np.concatenate([(arrays[k].numpy() - moved[k].numpy()).ravel() for k in start]))
+    # The sample std of n Gaussian draws has relative standard error about 1/sqrt(2n): allow 5 of them.
+    # A wrong scale (z*C, or /sqrt(m)) is off by 2x or more.
+    assert draws[0].std() == pytest.approx(2.0 * 0.5 / 4, rel=5 / math.sqrt(2 * draws[0].size))
+    assert not np.allclose(draws[0], draws[1])  # same seed, same round: different noise
 
 
 @pytest.mark.e2e

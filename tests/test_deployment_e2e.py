@@ -205,7 +205,8 @@ def test_tls_and_node_auth_deployment_with_three_sites(tmp_path):
     schema = load_schema(DEFAULT_SCHEMA)
     synthetic = pd.read_csv(out / "synthetic.csv", dtype=str, keep_default_na=False)
     assert list(synthetic.columns) == schema.names
-    assert len(synthetic) == ROWS_PER_SITE * len(SITES)
+    # The default row count: the sum of the sites' DP row counts (each within a few dozen rows at ε=1).
+    assert abs(len(synthetic) - ROWS_PER_SITE * len(SITES)) <= 300
     validate_frame(synthetic, schema, source="synthetic.csv")
     report = json.loads((out / "report.json").read_text())
     assert report["rounds_completed"] == ROUNDS
@@ -220,7 +221,7 @@ def test_tls_and_node_auth_deployment_with_three_sites(tmp_path):
     for name in SITES:
         reported = privacy["sites"][name]
         assert 0 < reported["epsilon"] <= EPSILON
-        assert reported["num_examples"] == ROWS_PER_SITE
+        assert abs(reported["num_examples"] - ROWS_PER_SITE) <= 100  # its DP row count, never the exact one
         ledger = tables[name].parent / "ledger.json"
         assert ledger.is_file(), f"{name}: no ledger written"
         checked = subprocess.run([PYTHON, "-W", "ignore", "-c", LEDGER_EPSILON, str(ledger)],

@@ -22,9 +22,11 @@ from privacy.dp_training import (
     make_private_discriminator,
     sample_rate_for,
 )
+from privacy.secret_noise import NoiseSource
 from tabular.codec import TableCodec
 
 DIM = 9
+SECRET = NoiseSource.secret_source()
 CLIP = 0.05  # small, so that most rows are clipped and clipping matters
 
 
@@ -52,7 +54,7 @@ def setup():
     real_data = torch.randn(500, DIM)
     disc = Discriminator(DIM, hidden=16)
     reference = copy.deepcopy(disc)  # copy BEFORE Opacus attaches hooks
-    private = make_private_discriminator(disc, real_data, zero_noise_budget(500, 50), 50, CLIP, lr=1e-3)
+    private = make_private_discriminator(disc, real_data, zero_noise_budget(500, 50), 50, CLIP, lr=1e-3, noise=SECRET)
     return private, reference
 
 
@@ -130,14 +132,50 @@ def test_every_step_is_counted_by_the_accountant(small_schema):
     gen, disc = Generator(codec, noise_dim=8, hidden=16), Discriminator(codec.dim, hidden=16)
     real = torch.rand(300, codec.dim)
     budget = SiteBudget(1.0, 1e-5, "rdp", 1.0, sample_rate_for(300, 64), max_steps=100)
-    private = make_private_discriminator(disc, real, budget, 64, 1.0, lr=1e-3)
+    private = make_private_discriminator(disc, real, budget, 64, 1.0, lr=1e-3, noise=SECRET)
     batches = private.real_batches()
     for _ in range(5):
         discriminator_step(private, next(batches), fake_batch(gen, private.expected_batch_size, 8))
     assert private.history() == [(1.0, budget.sample_rate, 5)]
 
 
-def test_planned_sampling_rate_must_match_opacus():
-    budget = SiteBudget(1.0, 1e-5, "rdp", 1.0, sample_rate=0.5, max_steps=10)
-    with pytest.raises(RuntimeError, match="sampling rate"):
-        make_private_discriminator(Discriminator(DIM, 8), torch.randn(100, DIM), budget, 10, 1.0, lr=1e-3)
+def test_the_mechanism_is_the_same_on_neighbouring_tables(small_schema):
+    # Under add/remove-one-row, n and n + 1 rows must run one mechanism: the rate comes from the
+    # public row count, and the noised sum is divided by the public batch size, not by int(n q).
+    budget = SiteBudget(1.0, 1e-5, "rdp", 1.0, sample_rate_for(1000.0, 50), max_steps=10)
+    shapes = []
+    for rows in (400, 401):
+        table = torch.randn(rows, DIM)
+        private = make_private_discriminator(Discriminator(DIM, 8), table, budget, 50, 1.0, 1e-3, SECRET)
+        shapes.append((private.sample_rate, private.expected_batch_size, private.optimizer.expected_batch_size))
+    assert shapes[0] == shapes[1] == (0.05, 50, 50)
+
+
+def test_noise_and_batches_are_secret_even_with_the_same_torch_seed():
+    budget = SiteBudget(1.0, 1e-5, "rdp", 1.0, sample_rate=0.2, max_steps=10)
+    real = torch.randn(200, DIM)
+    grads, batches = [], []
+    for _ in range(2):
+        torch.manual_seed(0)  # everything seeded that a seed can reach: initialisation and fakes
+        disc = Discriminator(DIM, 8)
+        private = make_private_discriminator(disc, real, budget, 40, 1.0, 1e-3, NoiseSource.secret_source())
+        batch = next(private.real_batches())
+        batches.append(batch)
+        discriminator_step(private, batch, torch.randn(40, DIM))
+        grads.append(torch.cat([p.grad.reshape(-1) for p in private.module.parameters()]))
+    assert not torch.equal(grads[0], grads[1])
+    assert len(batches[0]) != len(batches[1]) or not torch.equal(batches[0], batches[1])
+
+
+def test_reproducible_noise_is_reproducible():
+    budget = SiteBudget(1.0, 1e-5, "rdp", 1.0, sample_rate=0.2, max_steps=10)
+    real = torch.randn(200, DIM)
+    grads = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        private = make_private_discriminator(
+            Discriminator(DIM, 8), real, budget, 40, 1.0, 1e-3, NoiseSource.reproducible(0, "site", 1)
+        )
+        discriminator_step(private, next(private.real_batches()), torch.randn(40, DIM))
+        grads.append(torch.cat([p.grad.reshape(-1) for p in private.module.parameters()]))
+    assert torch.equal(grads[0], grads[1])

@@ -30,6 +30,7 @@ from privacy.histograms import (
     release_record,
     schema_bins,
 )
+from privacy.secret_noise import NoiseSource
 from server.calibration import calibrated_sample
 from tabular.codec import TableCodec
 from tabular.schema import parse_schema
@@ -73,10 +74,12 @@ def test_release_is_charged_as_one_gaussian_mechanism():
     assert release_noise_std(2.0, 9, weight=3.0) == pytest.approx((6.0, 18.0))  # no pairs: weight changes nothing
 
 
-def test_noise_has_the_stated_scale():
-    rng = np.random.default_rng(0)
-    noisy = add_noise([np.zeros(20_000)], 3.0, rng)[0]
-    assert abs(noisy.std() - 3.0) < 0.1
+def test_noise_has_the_stated_scale_and_keeps_counts_whole():
+    counts = [np.zeros(20_000), np.full((10, 10), 7.0)]
+    noisy = add_noise(counts, 3.0, NoiseSource.secret_source())  # OpenDP's discrete Gaussian
+    assert abs(noisy[0].std() - 3.0) < 0.1
+    assert noisy[1].shape == (10, 10) and abs(noisy[1].mean() - 7.0) < 1.5
+    assert all(np.array_equal(n, np.round(n)) for n in noisy)
 
 
 def test_independent_sample_follows_the_marginals_and_stays_in_domain(small_schema, small_table):
@@ -204,7 +207,7 @@ def test_one_row_moves_the_combined_release_by_exactly_sqrt_h(small_schema, smal
                              measure_fraction=0.5)  # fmt: skip
     budget.record_measurement()
     assert budget.spent == pytest.approx(epsilon_of([(budget.measure_noise, 1.0, 1)], 1e-5, "rdp"))
-    noisy = add_noise(count(small_table, layout) + count_pairs(small_table, pairs), 3.0, np.random.default_rng(0))
+    noisy = add_noise(count(small_table, layout) + count_pairs(small_table, pairs), 3.0, NoiseSource.reproducible(0))
     exact = count(small_table, layout) + count_pairs(small_table, pairs)
     residual = np.concatenate([(n - c).ravel() for n, c in zip(noisy, exact, strict=True)])
     assert residual.size == with_all.size and abs(residual.std() - 3.0) < 0.3
@@ -239,8 +242,7 @@ def test_pair_histograms_of_sites_sum_to_the_pooled_table(small_schema, small_ta
 def test_noisy_pair_tables_become_distributions_consistent_with_the_one_way_marginals(small_schema, small_table):
     layout = schema_bins(small_schema, bins=8)
     pairs = pair_layout(layout, parse_pairs("region:smoker", small_schema), max_bins=4)
-    rng = np.random.default_rng(1)
-    noisy = add_noise(count(small_table, layout) + count_pairs(small_table, pairs), 15.0, rng)
+    noisy = add_noise(count(small_table, layout) + count_pairs(small_table, pairs), 15.0, NoiseSource.reproducible(1))
     marginals = Marginals.from_noisy_counts(layout, noisy[:4], 15.0, pairs, noisy[4:], pair_bins=4)
     table = marginals.pairs[0].probabilities
     assert np.all(table >= 0) and table.sum() == pytest.approx(1.0)
@@ -270,7 +272,7 @@ def test_two_way_margins_sharpen_the_one_way_counts(small_schema, small_table):
     one_way, two_way = exact[: len(layout)], exact[len(layout) :]
     unchanged = pooled_one_way(layout, one_way, pairs, two_way)
     assert all(np.allclose(a, b) for a, b in zip(unchanged, one_way, strict=True))  # exact counts agree already
-    rng = np.random.default_rng(5)
+    rng = NoiseSource.reproducible(5)  # an estimator's accuracy, averaged over draws: reproducible is fine
     errors = {"one-way only": [], "pooled": []}
     for _ in range(200):
         noisy = add_noise(exact, 10.0, rng)
@@ -287,7 +289,7 @@ def test_sharpening_weighs_noisier_pair_tables_less(small_schema, small_table):
     layout = schema_bins(small_schema, bins=32)
     pairs = pair_layout(layout, parse_pairs("region:*,smoker:*", small_schema), max_bins=4)
     one_way, two_way = count(small_table, layout), count_pairs(small_table, pairs)
-    rng = np.random.default_rng(6)
+    rng = NoiseSource.reproducible(6)
     errors = {"ratio 64": [], "ratio 1": []}
     for _ in range(200):
         noisy_one, noisy_two = add_noise(one_way, 5.0, rng), add_noise(two_way, 40.0, rng)

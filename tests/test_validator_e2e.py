@@ -1,8 +1,9 @@
-"""The validator in a real simulated federation: policy, site feedback charged to ε, release gate."""
+"""The validator in a real simulated federation: policy, the DP release check reserved in ε, release gate."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ release:
 """
 
 
-def test_policy_feedback_and_withheld_release(tmp_path, small_schema, small_table):
+def test_policy_release_check_and_withheld_release(tmp_path, small_schema, small_table):
     data, schema_path, policy, out = (tmp_path / n for n in ("t.csv", "t.yaml", "policy.yaml", "run"))
     small_table.to_csv(data, index=False)
     dump_schema(small_schema, schema_path)
@@ -33,8 +34,7 @@ def test_policy_feedback_and_withheld_release(tmp_path, small_schema, small_tabl
     result = subprocess.run(
         [FEDSYNTH, "simulate", "--data", str(data), "--schema", str(schema_path), "--partition", "column:region",
          "--rounds", "2", "--local-steps", "3", "--epsilon", "3", "--out", str(out),
-         "--set", "batch-size=32", "--set", f"policy={policy}", "--set", "validator-feedback-every=1",
-         "--set", "validator-rows=200", "--set", "validator-feedback-noise=0.1",
+         "--set", "batch-size=32", "--set", f"policy={policy}", "--set", "validator-rows=200",
          "--set", "min-sites=3"],
         capture_output=True, text=True, timeout=400,
     )  # fmt: skip
@@ -54,19 +54,28 @@ def test_policy_feedback_and_withheld_release(tmp_path, small_schema, small_tabl
     sites = report["privacy"]["sites"]
     assert sites["region=south"]["epsilon"] <= 1.5 < sites["region=north"]["epsilon"] <= 3.0
 
-    # Site feedback was released twice per site and is inside the reported ε.
+    # Each site's plan reserved the release check (the policy asks for it); the saved ledgers and the
+    # report include its charge, and ε after it stays in budget.
     state = json.loads((out / "checkpoints" / "state.json").read_text())
-    for name in ("region=north", "region=south"):
+    for name, cap in (("region=north", 3.0), ("region=south", 1.5)):
         budget = SiteBudget.from_state(state["ledgers"][name])
-        assert budget.feedback_given == 2
+        assert budget.release_check_noise == 20.0  # the default release-check-noise
+        assert budget.release_checked and (20.0, 1.0, 1) in budget.history
         assert sites[name]["epsilon"] == pytest.approx(budget.spent)
-        without_feedback = SiteBudget.from_state(state["ledgers"][name])
-        without_feedback.history = [h for h in without_feedback.history if h[0] != budget.feedback_noise]
-        assert budget.spent > without_feedback.spent
-    assert set(report["validator"]["site_feedback"]) == {"1", "2"}
+        assert budget.spent <= cap
 
-    # A failed rule withholds the release: no synthetic.csv, and the report says why.
+    # A failed rule withholds the release: no synthetic.csv, and the report says why. Every real row is
+    # closer than 50 to a released row; each site sent a noisy count of them (std 20·sqrt(2), two counts).
     assert not report["release"]["approved"]
-    assert any("min_distance" in reason for reason in report["release"]["reasons"])
+    rule = rules["min_distance"]
+    assert not rule["passed"] and sorted(rule["by_site"]) == ["region=north", "region=south"]
+    assert rule["noise_std"] == pytest.approx(math.sqrt(2) * 20.0 * math.sqrt(2))
+    assert rule["tolerance"] == pytest.approx(3 * rule["noise_std"])
+    assert rule["noisy_total"] > rule["tolerance"]
+    assert "differentially private estimate" in rule["meaning"]
+    reason = next(r for r in report["release"]["reasons"] if r.startswith("min_distance"))
+    assert f"noisy total {rule['noisy_total']}" in reason and "tolerance" in reason
+    assert report["privacy"]["disclosed_without_dp"] == []
+    assert "release-check-noise" in report["privacy"]["release_check"]
     assert not (out / "synthetic.csv").exists()
     assert (out / "report.md").is_file() and (out / "plots" / "validator.png").is_file()

@@ -1,15 +1,19 @@
-"""The release gate: copies withhold the table, small cells and forbidden columns and values are handled."""
+"""The release gate: DP counts of copied real rows withhold the table, small cells and forbidden columns and values
+are handled."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from privacy.secret_noise import NoiseSource
 from tabular.schema import parse_schema
 from validator.policy import parse_policy
 from validator.release import apply_release_rules, prepare_release
-from validator.site_checks import release_counts
+from validator.site_checks import noisy_release_counts
 from validator.sovereignty import epsilon_caps_rule, participation_rule, release_section, sovereignty_section
 
 SCHEMA = parse_schema(
@@ -79,35 +83,63 @@ def test_generalising_replaces_rare_values_by_a_star():
     assert (figures["rows_generalised"], figures["rows_suppressed"], figures["smallest_cell"]) == (6, 1, 6)
 
 
-def test_a_copy_of_a_real_row_withholds_the_release():
+def test_a_table_copying_most_real_rows_is_withheld_on_the_noisy_total():
     rules = policy(no_copies=True, min_distance=0.01, forbidden_columns=["income"])
     synthetic = cells({("north", "false"): 30, ("south", "true"): 30})
     released, _ = prepare_release(synthetic, rules, SCHEMA)
-    real_a = cells({("north", "false"): 40}, seed=5)
-    real_b = pd.concat([cells({("south", "true"): 40}, seed=6), synthetic.iloc[[0, 1]]], ignore_index=True)
-    counts = {site: release_counts(released, real, SCHEMA, 0.01) for site, real in (("a", real_a), ("b", real_b))}
-    assert counts["b"]["copies"] >= 2 and counts["b"]["columns_compared"] == ["age", "region", "smoker"]
+    real_a = cells({("east", "false"): 40}, seed=5)  # no released row is in the east
+    real_b = pd.concat([synthetic.iloc[:50], cells({("east", "true"): 5}, seed=6)], ignore_index=True)
+    counts = {
+        site: noisy_release_counts(released, real, SCHEMA, 0.01, 1.0, NoiseSource.secret_source())
+        for site, real in (("a", real_a), ("b", real_b))
+    }
+    assert counts["b"]["columns_compared"] == ["age", "region", "smoker"]
     decision = apply_release_rules(synthetic, rules, SCHEMA, counts)
     assert not decision.approved
-    assert decision.rules["no_copies"]["passed"] is False
-    assert decision.rules["no_copies"]["by_site"]["b"] == counts["b"]["copies"]
-    total = decision.rules["no_copies"]["total"]
-    assert any(r.startswith(f"no_copies: {total} synthetic row(s) identical to") for r in decision.reasons)
+    rule = decision.rules["no_copies"]
+    assert rule["passed"] is False and rule["by_site"] == {s: c["copied_noisy"] for s, c in counts.items()}
+    assert rule["noisy_total"] == counts["a"]["copied_noisy"] + counts["b"]["copied_noisy"]
+    assert rule["noise_std"] == pytest.approx(math.sqrt(2 * 2.0))  # two sites, each sqrt(2) (two counts)
+    assert rule["tolerance"] == pytest.approx(3 * rule["noise_std"])
+    assert rule["noisy_total"] > 30  # 50 real rows copied, noise std 2
+    assert "differentially private estimate" in rule["meaning"] and "cannot certify" in rule["meaning"]
+    reason = next(r for r in decision.reasons if r.startswith("no_copies:"))
+    assert f"noisy total {rule['noisy_total']}" in reason and f"tolerance {rule['tolerance']:.1f}" in reason
+    assert any(r.startswith("min_distance: noisy total") for r in decision.reasons)
     assert release_section(decision, "released.csv")["file"] is None
 
-    clean = {site: {**c, "copies": 0, "closer_than_threshold": 0} for site, c in counts.items()}
-    assert apply_release_rules(synthetic, rules, SCHEMA, clean).approved
+
+def test_the_gate_passes_a_noisy_total_within_three_noise_std_of_zero():
+    rules = policy(no_copies=True, min_distance=0.01, forbidden_columns=["income"])
+    synthetic = cells({("north", "false"): 30, ("south", "true"): 30})
+    released, _ = prepare_release(synthetic, rules, SCHEMA)
+    request = {"synthetic_rows": len(released), "columns_compared": list(released.columns), "distance_threshold": 0.01}
+    clean = {"a": {**request, "copied_noisy": 2, "close_noisy": -1, "noise_std": 1.0},
+             "b": {**request, "copied_noisy": 2, "close_noisy": 0, "noise_std": 1.0}}  # fmt: skip
+    decision = apply_release_rules(synthetic, rules, SCHEMA, clean)
+    assert decision.approved, decision.reasons
+    assert decision.rules["no_copies"]["noisy_total"] == 4 <= decision.rules["no_copies"]["tolerance"]
+    above = {**clean, "b": {**clean["b"], "copied_noisy": 3}}  # 5 > 3 x sqrt(2) = 4.24
+    assert not apply_release_rules(synthetic, rules, SCHEMA, above).approved
+    # A table with no copies, released by real sites with a reproducible source (deterministic here).
+    real = {"a": cells({("east", "false"): 40}, seed=5), "b": cells({("east", "true"): 30}, seed=6)}
+    counts = {site: noisy_release_counts(released, rows, SCHEMA, 0.01, 1.0, NoiseSource.reproducible(0, site))
+              for site, rows in real.items()}  # fmt: skip
+    assert apply_release_rules(synthetic, rules, SCHEMA, counts).approved
 
 
 def test_counts_missing_or_computed_on_another_table_withhold_the_release():
     rules = policy(no_copies=True, forbidden_columns=["income"])
     synthetic = cells({("north", "false"): 30})
     released, _ = prepare_release(synthetic, rules, SCHEMA)
-    good = release_counts(released, cells({("south", "true"): 10}, seed=3), SCHEMA, 0.0)
+    real = cells({("south", "true"): 10}, seed=3)
+    good = noisy_release_counts(released, real, SCHEMA, 0.0, 1.0, NoiseSource.reproducible(0, "a"))
     assert apply_release_rules(synthetic, rules, SCHEMA, {"a": good}).approved
     missing = apply_release_rules(synthetic, rules, SCHEMA, {"a": good}, expected_sites=["a", "b"])
     assert not missing.approved and missing.rules["no_copies"]["missing_sites"] == ["b"]
-    stale = release_counts(synthetic, cells({("south", "true"): 10}, seed=3), SCHEMA, 0.0)  # income not dropped
+    old_style = {k: v for k, v in good.items() if k != "copied_noisy"}  # an answer without the noisy count
+    assert not apply_release_rules(synthetic, rules, SCHEMA, {"a": old_style}).approved
+    stale = noisy_release_counts(synthetic, real, SCHEMA, 0.0, 1.0, NoiseSource.reproducible(0, "a"))  # income kept
     decision = apply_release_rules(synthetic, rules, SCHEMA, {"a": stale})
     assert not decision.approved and "checked a different table" in decision.reasons[0]
     assert not apply_release_rules(synthetic, rules, SCHEMA, {}).approved

@@ -70,7 +70,8 @@ def test_full_report_with_collapse_rules_and_a_withheld_release(tmp_path):
         {"allowed_jurisdictions": ["j1"], "release": {"small_cells": {"quasi_identifiers": ["region"], "k": 2}}},
         source="policy.yaml",
     )
-    counts = {"site-a": {"copies": 2, "synthetic_rows": 200, "columns_compared": ["x", "region"]}}
+    answer = {"copied_noisy": 75, "noise_std": 20.0, "synthetic_rows": 200, "columns_compared": ["x", "region"]}
+    counts = {"site-a": answer}
     decision = apply_release_rules(healthy, policy, SCHEMA, counts)
     report.update(
         validator=validator.to_dict(),
@@ -87,5 +88,13 @@ def test_full_report_with_collapse_rules_and_a_withheld_release(tmp_path):
     assert "rolled back to round 2" in text
     assert "Model kept: the last round's. Best round by health score: 2" in text
     assert policy.digest in text
-    assert "| No synthetic row is a copy of a real row | FAILED | 2 row(s) found (site-a: 2) |" in text
-    assert "**WITHHELD.**" in text and "- no_copies: 2 synthetic row(s) identical to a real row (site-a: 2)" in text
+    assert (
+        "| No sign that synthetic rows copy real rows (DP estimate) | FAILED | DP estimate: 75 real row(s) (noisy sum "
+        "over the sites: site-a: 75; noise std 20.0, passes at or below 60.0; cannot show that no row is copied) |"
+    ) in text
+    assert "**WITHHELD.**" in text
+    assert (
+        "- no_copies: noisy total 75 (DP estimate of real rows with an identical synthetic row) is above the "
+        "tolerance 60.0 (3 x noise std 20.0; by site: site-a: 75)"
+    ) in text
+    assert "Shared without differential privacy" not in text

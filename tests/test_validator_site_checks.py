@@ -1,4 +1,5 @@
-"""Site-side checks: the counts are right, only counts come back, and the noise has the stated scale."""
+"""Site-side checks: the exact counts are right and move by at most 1 per row, only noisy counts come back,
+and the noise has the stated scale."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import pandas as pd
 import pytest
 
 from privacy.budget import epsilon_of
+from privacy.secret_noise import NoiseSource
 from tabular.schema import parse_schema
 from tabular.table import validate_frame
 from validator.site_checks import (
+    _real_row_counts,
     epsilon_with_release,
     fidelity_aggregates,
     gaussian_release_cost,
     noisy_fidelity,
-    release_counts,
+    noisy_release_counts,
 )
 
 SCHEMA = parse_schema(
@@ -37,45 +40,114 @@ def rows(n: int, seed: int) -> pd.DataFrame:
     return validate_frame(frame, SCHEMA)
 
 
-def test_counts_copies_and_near_rows_only():
-    real = rows(200, 0)
-    copies = real.iloc[:3]
-    near = real.iloc[3:5].assign(x=real["x"].iloc[3:5] + 0.05)  # encoded distance 0.005
-    far = pd.DataFrame({"x": [9.5] * 20, "y": np.linspace(-9, 9, 20), "group": ["a"] * 20})  # >= 0.5 away
-    synthetic = pd.concat([copies, near, far], ignore_index=True)
-    counts = release_counts(synthetic, real, SCHEMA, distance_threshold=0.05)
-    assert counts == {
-        "synthetic_rows": 25,
-        "columns_compared": ["x", "y", "group"],
-        "copies": 3,
-        "closer_than_threshold": 5,
-        "distance_threshold": 0.05,
-    }
-    assert release_counts(synthetic, real, SCHEMA, distance_threshold=0.0)["closer_than_threshold"] == 0
-    assert release_counts(far, real, SCHEMA, distance_threshold=0.05)["copies"] == 0
+def grid_rows() -> pd.DataFrame:
+    """Nine real rows on a line, 2 apart in x (0.2 in encoded space), the groups alternating."""
+    x = np.arange(-8.0, 9.0, 2.0)
+    return validate_frame(pd.DataFrame({"x": x, "y": 0.0, "group": ["a", "b"] * 4 + ["a"]}), SCHEMA)
 
 
-def test_counts_compare_the_released_form_dropped_columns_and_wildcards():
+def test_real_row_counts_by_hand():
+    real = grid_rows()
+    synthetic = pd.concat(
+        [
+            real.iloc[[0, 0, 0]],  # three synthetic copies of one real row: it counts once
+            real.iloc[[1]],  # a copy of a second real row
+            real.iloc[[2]].assign(x=real["x"].iloc[2] + 0.1),  # 0.01 from a third (encoded)
+            pd.DataFrame({"x": [9.9], "y": [9.9], "group": ["b"]}),  # far from every real row
+        ],
+        ignore_index=True,
+    )
+    assert _real_row_counts(synthetic, real, SCHEMA, 0.05) == (2, 3)
+    assert _real_row_counts(synthetic, real, SCHEMA, 0.0) == (2, 0)  # no threshold: no "close" count
+    assert _real_row_counts(synthetic, real, SCHEMA, 0.45) == (2, 5)  # real rows 3, 4: 0.4, 0.39 from released ones
+    assert _real_row_counts(synthetic.iloc[5:], real, SCHEMA, 0.05) == (0, 0)
+    with pytest.raises(ValueError, match="distance_threshold"):
+        noisy_release_counts(synthetic, real, SCHEMA, -1.0, 1.0, NoiseSource.secret_source())
+
+
+def test_real_row_counts_compare_the_released_form_dropped_columns_and_wildcards():
     real = rows(50, 1)
     synthetic = real.iloc[:4].copy()
     synthetic["y"] = 9.9  # differs from every real row in y ...
     released = synthetic.drop(columns=["y"])  # ... but y is not released: the projection copies real rows
-    assert release_counts(synthetic, real, SCHEMA, 0.01)["copies"] == 0
-    assert release_counts(released, real, SCHEMA, 0.01)["copies"] == 4
+    assert _real_row_counts(synthetic, real, SCHEMA, 0.01) == (0, 0)
+    assert _real_row_counts(released, real, SCHEMA, 1e-9) == (4, 4)
     wildcard = released.copy()
     wildcard["group"] = wildcard["group"].map({"a": "b", "b": "a"})
-    assert release_counts(wildcard, real, SCHEMA, 0.01)["copies"] == 0
+    assert _real_row_counts(wildcard, real, SCHEMA, 0.01)[0] == 0
     wildcard.loc[:1, "group"] = "*"  # a generalised value matches any real value
-    counts = release_counts(wildcard, real, SCHEMA, 1e-9)  # x alone is released: keep "close" to exact matches
-    assert (counts["copies"], counts["closer_than_threshold"]) == (2, 2)
-    only_group = wildcard[["group"]]  # two rows fully generalised, two with a group some real row has
-    assert release_counts(only_group, real, SCHEMA, 0.5)["copies"] == 4
+    assert _real_row_counts(wildcard, real, SCHEMA, 1e-9) == (2, 2)  # x alone decides for those two rows
+    only_group = wildcard[["group"]]  # two rows fully generalised: every real row has a "copy"
+    assert _real_row_counts(only_group, real, SCHEMA, 0.5) == (50, 50)
 
 
-def test_counts_do_not_depend_on_the_numeric_dtype():
+def test_real_row_counts_do_not_depend_on_the_numeric_dtype():
     real = rows(30, 2)
     as_text = real.iloc[:5].astype({"x": str, "y": str})
-    assert release_counts(as_text, real, SCHEMA, 0.0)["copies"] == 5
+    assert _real_row_counts(as_text, real, SCHEMA, 0.0) == (5, 0)
+
+
+def test_adding_or_removing_one_real_row_moves_each_count_by_at_most_one():
+    real = rows(40, 3)
+    twin = pd.DataFrame({"x": [1.5], "y": [-2.5], "group": ["b"]})
+    synthetic = pd.concat(
+        [
+            real.iloc[:6],
+            real.iloc[6:10].assign(x=real["x"].iloc[6:10] + 0.05),
+            pd.concat([twin] * 3, ignore_index=True),  # three synthetic rows equal to one possible real row
+            rows(20, 4),
+        ],
+        ignore_index=True,
+    )
+    synthetic.loc[len(synthetic) - 2 :, "group"] = "*"
+    exact = _real_row_counts(synthetic, real, SCHEMA, 0.05)
+    extremes = pd.DataFrame({"x": [10.0, -10.0, 1.5], "y": [10.0, 0.0, -2.5], "group": ["b", "a", "b"]})
+    neighbours = [real.drop(index=i).reset_index(drop=True) for i in range(len(real))]
+    neighbours += [pd.concat([real, extremes.iloc[[j]]], ignore_index=True) for j in range(len(extremes))]
+    neighbours += [pd.concat([real, real.iloc[[i]]], ignore_index=True) for i in (0, 7, 20)]  # a duplicate row
+    moves = np.array([np.subtract(_real_row_counts(synthetic, other, SCHEMA, 0.05), exact) for other in neighbours])
+    assert np.abs(moves).max() == 1  # three synthetic copies of the added twin still add 1 to each count
+    with_twin = pd.concat([real, validate_frame(twin, SCHEMA)], ignore_index=True)
+    assert np.subtract(_real_row_counts(synthetic, with_twin, SCHEMA, 0.05), exact).tolist() == [1, 1]
+
+
+def test_noisy_release_counts_are_whole_and_have_the_stated_scale():
+    real = grid_rows()
+    synthetic = pd.concat([real.iloc[[0, 0, 1]], real.iloc[[2]].assign(x=real["x"].iloc[2] + 0.1)], ignore_index=True)
+    z = 3.0
+    noise = NoiseSource.secret_source()
+    draws = [noisy_release_counts(synthetic, real, SCHEMA, 0.05, z, noise) for _ in range(1000)]
+    first = draws[0]
+    assert set(first) == {"synthetic_rows", "columns_compared", "distance_threshold", "copied_noisy", "close_noisy",
+                          "noise_std"}  # fmt: skip
+    assert (first["synthetic_rows"], first["columns_compared"], first["distance_threshold"]) == (
+        4,
+        ["x", "y", "group"],
+        0.05,
+    )
+    assert first["noise_std"] == pytest.approx(z * math.sqrt(2))
+    values = np.array([[d["copied_noisy"], d["close_noisy"]] for d in draws])
+    assert all(type(d["copied_noisy"]) is int and type(d["close_noisy"]) is int for d in draws)
+    errors = (values - np.array([2, 3])).reshape(-1)
+    scale = z * math.sqrt(2)
+    assert abs(errors.mean()) < 5 * scale / math.sqrt(errors.size)
+    assert errors.std() == pytest.approx(scale, rel=5 / math.sqrt(2 * errors.size))
+    one = noisy_release_counts(synthetic, real, SCHEMA, 0.0, z, noise)  # no threshold: one count, scale z
+    assert "close_noisy" not in one and one["noise_std"] == pytest.approx(z)
+
+
+def test_noisy_release_counts_are_secret_unless_the_run_asked_for_reproducible_noise():
+    real = grid_rows()
+    synthetic = real.iloc[:3]
+    first, second = (noisy_release_counts(synthetic, real, SCHEMA, 0.05, 50.0, NoiseSource.secret_source())
+                     for _ in range(2))  # fmt: skip
+    assert (first["copied_noisy"], first["close_noisy"]) != (second["copied_noisy"], second["close_noisy"])
+    label = (0, "a", "release-check")
+    again = [noisy_release_counts(synthetic, real, SCHEMA, 0.05, 50.0, NoiseSource.reproducible(*label))
+             for _ in range(2)]  # fmt: skip
+    assert again[0] == again[1]
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        noisy_release_counts(synthetic, real, SCHEMA, 0.05, 0.0, NoiseSource.secret_source())
 
 
 def test_coverage_uses_the_public_radius_by_hand():

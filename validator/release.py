@@ -12,13 +12,25 @@ Two steps, both deterministic, on the server (no real data):
    the released table is a released form outside the schema's domain, and the file
    says so by holding the literal value ``*``.
 2. The sites check that form against their own rows
-   (``validator.site_checks.release_counts``, only counts come back), and
+   (``validator.site_checks.noisy_release_counts``): each releases, under DP and once
+   per run, a noisy count of its real rows that the released form copies
+   (``copied_noisy``) and, with a distance threshold, of those with a released row
+   closer than it (``close_noisy``), with the noise's std (``noise_std``). Then
    ``apply_release_rules`` decides: approved only if every rule passes; otherwise the
    table is withheld and every failing rule is listed with its figures.
+
+The two site rules (``no_copies``, ``min_distance``) decide on the sum of the sites'
+noisy counts. Its noise std is sqrt(sum of the sites' ``noise_std``²), and the rule
+passes when the noisy total is at most ``TOLERANCE_STDS`` (3) of those: a total of
+zero exact copies passes with probability about 99.9%, and a table that copies
+many real rows is withheld. The figures are DP estimates: the gate can withhold a
+table that clearly copies real rows, but it cannot certify that no row is copied
+(a handful of copies hide in the noise).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +39,8 @@ import pandas as pd
 
 from tabular.schema import Schema
 from validator.policy import GENERALISED, Policy
+
+TOLERANCE_STDS = 3.0  # a site rule passes when the noisy total is at most this many noise std above zero
 
 
 @dataclass
@@ -111,7 +125,18 @@ def prepare_release(table: pd.DataFrame, policy: Policy, schema: Schema) -> tupl
 # ---------------------------------------------------------------------------------------------------------------------
 # Step 2: the rules
 # ---------------------------------------------------------------------------------------------------------------------
+def _meaning(name: str, threshold: float | None) -> str:
+    what = "an identical row" if name == "no_copies" else f"a row closer than {threshold} (encoded distance)"
+    return (
+        f"A differentially private estimate, summed over the sites, of how many of their real rows have {what} "
+        "in the released table. The gate withholds the table when the estimate is clearly above zero (above the "
+        f"tolerance of {TOLERANCE_STDS:g} noise std); it cannot certify that no real row is copied, since a few "
+        "copies hide in the noise."
+    )
+
+
 def _site_rule(
+    name: str,
     required: bool,
     released: pd.DataFrame,
     site_counts: Mapping[str, Mapping[str, Any]],
@@ -119,11 +144,14 @@ def _site_rule(
     key: str,
     threshold: float | None = None,
 ) -> dict[str, Any]:
-    """A rule checked on the sites: zero ``key`` at every expected site, computed on this exact released form."""
+    """A rule checked on the sites: the sum of their noisy ``key`` counts, computed on this exact released
+    form by every expected site, is within ``TOLERANCE_STDS`` noise std of zero."""
     if not required:
         return {"required": False, "passed": True}
-    by_site = {site: int(c.get(key, 0)) for site, c in sorted(site_counts.items())}
-    missing = [s for s in expected if s not in site_counts]
+    answered = {site: c for site, c in sorted(site_counts.items()) if key in c and "noise_std" in c}
+    by_site = {site: int(c[key]) for site, c in answered.items()}
+    variance = sum(float(c["noise_std"]) ** 2 for c in answered.values())
+    missing = sorted({s for s in expected if s not in answered} | {s for s in site_counts if s not in answered})
     stale = sorted(
         site
         for site, c in site_counts.items()
@@ -135,13 +163,18 @@ def _site_rule(
         else []
     )
     total = sum(by_site.values())
+    noise_std = math.sqrt(variance)
+    tolerance = TOLERANCE_STDS * noise_std
     rule = {
         "required": True,
-        "passed": total == 0 and not missing and not stale and not mismatch and bool(site_counts),
-        "total": total,
+        "passed": total <= tolerance and not missing and not stale and not mismatch and bool(answered),
+        "noisy_total": total,
+        "noise_std": noise_std,
+        "tolerance": tolerance,
         "by_site": by_site,
         "missing_sites": missing,
         "checked_other_table": stale,
+        "meaning": _meaning(name, threshold),
     }
     if threshold is not None:
         rule["threshold"] = threshold
@@ -152,11 +185,16 @@ def _site_rule(
 def _reason(name: str, rule: Mapping[str, Any]) -> str:
     """One plain line for a failing rule."""
     if name in ("no_copies", "min_distance"):
-        what = "identical to" if name == "no_copies" else f"closer than {rule.get('threshold')} to"
+        what = "an identical synthetic row"
+        if name == "min_distance":
+            what = f"a synthetic row closer than {rule.get('threshold')}"
         parts = []
-        if rule["total"]:
-            sites = ", ".join(f"{s}: {n}" for s, n in rule["by_site"].items() if n)
-            parts.append(f"{rule['total']} synthetic row(s) {what} a real row ({sites})")
+        if rule["noisy_total"] > rule["tolerance"]:
+            sites = ", ".join(f"{s}: {n}" for s, n in rule["by_site"].items())
+            parts.append(
+                f"noisy total {rule['noisy_total']} (DP estimate of real rows with {what}) is above the tolerance "
+                f"{rule['tolerance']:.1f} ({TOLERANCE_STDS:g} x noise std {rule['noise_std']:.1f}; by site: {sites})"
+            )
         if rule["missing_sites"] or not rule["by_site"]:
             parts.append(f"no counts from site(s) {', '.join(rule['missing_sites']) or '(none reported)'}")
         if rule["checked_other_table"]:
@@ -191,7 +229,7 @@ def apply_release_rules(
 ) -> ReleaseDecision:
     """Prepare the released form of ``table`` and decide whether it may be released.
 
-    ``site_counts``: site name -> ``release_counts(...)`` computed by that site on exactly
+    ``site_counts``: site name -> ``noisy_release_counts(...)`` computed by that site on exactly
     ``prepare_release(table, policy, schema)[0]`` with ``policy.release.min_distance``.
     ``expected_sites``: every site whose counts are required (default: those in
     ``site_counts``). ``other_rules``: rules checked elsewhere (participation, ε caps, each
@@ -201,9 +239,15 @@ def apply_release_rules(
     release = policy.release
     expected = sorted(expected_sites) if expected_sites is not None else sorted(site_counts)
     rules: dict[str, dict[str, Any]] = {
-        "no_copies": _site_rule(release.no_copies, released, site_counts, expected, "copies"),
+        "no_copies": _site_rule("no_copies", release.no_copies, released, site_counts, expected, "copied_noisy"),
         "min_distance": _site_rule(
-            release.min_distance > 0, released, site_counts, expected, "closer_than_threshold", release.min_distance
+            "min_distance",
+            release.min_distance > 0,
+            released,
+            site_counts,
+            expected,
+            "close_noisy",
+            release.min_distance,
         ),
     }
     present = [c for c in release.forbidden_columns if c in released.columns]

@@ -131,7 +131,9 @@ def _summary(report: Mapping[str, Any]) -> list[str]:
     validator, release = report.get("validator"), report.get("release")
     lines = ["## Summary", ""]
     lines.append(f"- Training rounds completed: {report.get('rounds_completed', 'n/a')}.")
-    if privacy:
+    if privacy and privacy.get("differentially_private") is False:
+        lines.append(f"- **{privacy.get('warning', 'NOT differentially private')}**.")
+    elif privacy:
         lines.append(
             f"- Highest privacy loss of any site: ε = {_num(privacy.get('epsilon_max'))} "
             f"(budget ε = {_num(privacy.get('epsilon_target'))}, δ = {privacy.get('delta', 'n/a')})."
@@ -239,8 +241,8 @@ def _validator(report: Mapping[str, Any], plot: bool) -> list[str]:
 _RULE_NAMES = {
     "participation": "Only sites from allowed jurisdictions took part",
     "epsilon_caps": "Each site stayed within its jurisdiction's privacy cap",
-    "no_copies": "No synthetic row is a copy of a real row",
-    "min_distance": "No synthetic row is too close to a real row",
+    "no_copies": "No sign that synthetic rows copy real rows (DP estimate)",
+    "min_distance": "No sign that synthetic rows come too close to real rows (DP estimate)",
     "small_cells": "Rare combinations of identifying columns removed or generalised",
     "forbidden_columns": "Forbidden columns left out",
     "forbidden_values": "Forbidden values left out",
@@ -260,7 +262,14 @@ def _figures(name: str, rule: Mapping[str, Any]) -> str:
         return "the policy does not ask for this check"
     if name in ("no_copies", "min_distance"):
         sites = ", ".join(f"{s}: {n}" for s, n in (rule.get("by_site") or {}).items()) or "no site reported"
-        text = f"{rule.get('total', 0)} row(s) found ({sites})"
+        if "noisy_total" not in rule:  # a report from before the check was DP: exact counts
+            text = f"{rule.get('total', 0)} row(s) found ({sites})"
+        else:
+            text = (
+                f"DP estimate: {rule['noisy_total']} real row(s) (noisy sum over the sites: {sites}; noise std "
+                f"{_num(rule.get('noise_std'), 1)}, passes at or below {_num(rule.get('tolerance'), 1)}; "
+                "cannot show that no row is copied)"
+            )
         if name == "min_distance":
             text += f"; threshold {rule.get('threshold')}"
         if rule.get("missing_sites"):
@@ -303,7 +312,8 @@ def _sovereignty(report: Mapping[str, Any]) -> list[str]:
         f"Policy file: `{policy.get('source', 'n/a')}`. Fingerprint (SHA-256 digest; identical for every party that "
         f"agreed to the same policy): `{policy.get('digest', 'n/a')}`.",
         "",
-        "Checks against real data ran at each site on its own rows; only counts left the sites.",
+        "Checks against real data ran at each site on its own rows; only counts with differential-privacy noise "
+        "left the sites.",
         "",
     ]
     rules = section.get("rules") or {}

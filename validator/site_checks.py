@@ -3,12 +3,18 @@
 Nothing here is ever called by the server with real rows. A site receives a
 synthetic table, computes, and sends back only:
 
-- ``release_counts``: how many synthetic rows are identical to one of its rows
-  and how many lie closer than the policy's distance threshold. These counts are
-  *not* differentially private: they say how many synthetic rows sit near that
-  site's records (no row, no distance, no value leaves the site). The release
-  gate needs only "zero or not"; a federation that wants less disclosed can send
-  ``min(count, 1)`` instead.
+- ``noisy_release_counts``: the release gate's check, a DP release. It counts the
+  site's *real* rows that the released table copies (some released row agrees
+  with the real row on every compared column) and, when the policy sets a
+  distance threshold, the real rows whose nearest released row lies strictly
+  closer than it. Each real row adds at most 1 to each count, and whether it
+  does depends on that row and the released table only, so adding or removing
+  one row moves each of the K counts (1 or 2) by at most 1, and the vector by at
+  most sqrt(K) in L2 norm. The counts get discrete Gaussian noise of scale
+  z·sqrt(K) each (``privacy.secret_noise.NoiseSource.discrete_gaussian``): a
+  Gaussian mechanism with noise multiplier z, which the site charges to its
+  accountant as one ``(z, 1.0, 1)`` entry before it replies. The exact counts
+  (``_real_row_counts``) never leave this module.
 - ``noisy_fidelity``: fidelity aggregates with Gaussian noise, charged to the
   site's privacy accountant through ``gaussian_release_cost``.
 
@@ -30,6 +36,7 @@ import pandas as pd
 from metrics.fidelity import ks_complement, tv_complement
 from metrics.neighbours import nearest_distances
 from privacy.budget import History, epsilon_of
+from privacy.secret_noise import NoiseSource
 from tabular.codec import TableCodec
 from tabular.schema import Schema
 from validator.policy import GENERALISED  # a generalised quasi-identifier value: matches any real value
@@ -59,45 +66,84 @@ def _wildcard_groups(synthetic: pd.DataFrame, columns: list[str]) -> dict[tuple[
     return {key: np.asarray(rows) for key, rows in groups.items()}
 
 
-def release_counts(
+def _real_row_counts(
     synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, distance_threshold: float
+) -> tuple[int, int]:
+    """Exact (copied, close): how many of this site's real rows the released table copies or comes close to.
+
+    Private to the site: only ``noisy_release_counts`` may use it. ``copied``: real rows that some
+    synthetic row agrees with on every compared column (a generalised ``*`` matches any value).
+    ``close``: real rows whose nearest synthetic row (encoded space, over the columns that row
+    does not generalise) lies strictly closer than ``distance_threshold``; 0 when the threshold is
+    0. A real row's contribution depends on that row and the synthetic table alone (sensitivity 1).
+    """
+    columns = _released_columns(synthetic, schema)
+    if len(synthetic) == 0 or len(real) == 0:
+        return 0, 0
+    if not columns:  # nothing compared: every released row matches every real row
+        return len(real), len(real) if distance_threshold > 0 else 0
+    copied = np.zeros(len(real), dtype=bool)
+    close = np.zeros(len(real), dtype=bool)
+    for starred, rows in _wildcard_groups(synthetic, columns).items():
+        kept = [c for c in columns if c not in starred]
+        if not kept:  # every compared value generalised: matches any real row
+            copied[:] = True
+            close[:] = distance_threshold > 0
+            continue
+        part = _comparable(synthetic.iloc[rows], kept, schema)
+        reference = _comparable(real, kept, schema)
+        released = set(part.itertuples(index=False, name=None))
+        copied |= np.fromiter((row in released for row in reference.itertuples(index=False, name=None)),
+                              dtype=bool, count=len(reference))  # fmt: skip
+        if distance_threshold > 0:
+            codec = TableCodec(Schema(columns=tuple(schema.column(c) for c in kept), source=schema.source))
+            nearest = nearest_distances(
+                codec.encode(reference).astype(np.float64), codec.encode(part).astype(np.float64), 1
+            )[:, 0]
+            close |= nearest < distance_threshold
+    return int(copied.sum()), int(close.sum())
+
+
+def noisy_release_counts(
+    synthetic: pd.DataFrame,
+    real: pd.DataFrame,
+    schema: Schema,
+    distance_threshold: float,
+    noise_multiplier: float,
+    noise: NoiseSource,
 ) -> dict[str, Any]:
-    """Counts of synthetic rows that copy or come close to one of this site's rows.
+    """The release gate's check of ``synthetic`` against this site's rows, as a DP release.
 
     ``synthetic``: the table as it would be released (``validator.release.prepare_release``):
     columns dropped by the policy are left out of the comparison, and a generalised ``*``
     matches any value (conservative: it can only raise the counts). ``real``: this site's
-    validated rows. A copy agrees with a real row on every compared column; "close" means
-    an encoded distance strictly below ``distance_threshold`` (copies included when the
-    threshold is above 0).
+    validated rows. Releases ``copied_noisy`` (real rows some released row copies) and, when
+    ``distance_threshold`` > 0, ``close_noisy`` (real rows with a released row strictly closer
+    than the threshold, copies included), each with discrete Gaussian noise of scale
+    ``noise_multiplier * sqrt(K)``, K the number of counts: a Gaussian mechanism with noise
+    multiplier ``noise_multiplier`` (one row moves the vector by at most sqrt(K) in L2 norm).
+    The caller charges ``(noise_multiplier, 1.0, 1)`` to the site's accountant before sending.
+    ``synthetic_rows``, ``columns_compared`` and ``distance_threshold`` describe the request
+    (public); ``noise_std`` is the noise scale of each count.
     """
     if distance_threshold < 0 or not math.isfinite(distance_threshold):
         raise ValueError(f"distance_threshold must be a finite number >= 0, got {distance_threshold!r}")
-    columns = _released_columns(synthetic, schema)
-    copies = close = 0
-    for starred, rows in _wildcard_groups(synthetic, columns).items():
-        kept = [c for c in columns if c not in starred]
-        part = _comparable(synthetic.iloc[rows], kept, schema)
-        if not kept:  # every compared value generalised: matches any real row
-            copies += len(rows)
-            close += len(rows) if distance_threshold > 0 else 0
-            continue
-        reference = _comparable(real, kept, schema)
-        known = set(reference.itertuples(index=False, name=None))
-        copies += sum(row in known for row in part[kept].itertuples(index=False, name=None))
-        if distance_threshold > 0:
-            codec = TableCodec(Schema(columns=tuple(schema.column(c) for c in kept), source=schema.source))
-            nearest = nearest_distances(
-                codec.encode(part).astype(np.float64), codec.encode(reference).astype(np.float64), 1
-            )[:, 0]
-            close += int((nearest < distance_threshold).sum())
-    return {
+    if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+        raise ValueError(f"noise_multiplier must be a positive finite number, got {noise_multiplier!r}")
+    copied, close = _real_row_counts(synthetic, real, schema, distance_threshold)
+    exact = np.array([copied, close] if distance_threshold > 0 else [copied], dtype=np.int64)
+    scale = float(noise_multiplier * math.sqrt(len(exact)))
+    noisy = noise.discrete_gaussian(exact, scale)
+    out: dict[str, Any] = {
         "synthetic_rows": len(synthetic),
-        "columns_compared": columns,
-        "copies": int(copies),
-        "closer_than_threshold": int(close),
+        "columns_compared": _released_columns(synthetic, schema),
         "distance_threshold": float(distance_threshold),
+        "copied_noisy": int(noisy[0]),
     }
+    if distance_threshold > 0:
+        out["close_noisy"] = int(noisy[1])
+    out["noise_std"] = scale
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------

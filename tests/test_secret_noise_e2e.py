@@ -1,0 +1,97 @@
+"""End to end: the released noise is secret unless a run asks, in so many words, for reproducible noise.
+
+Two runs with the same data, configuration and ``seed`` have identical reports and configurations
+apart from timings. If the noise were any function of what the report or the configuration holds
+(the seed, the site names, the round numbers), the two runs would release the same noisy histograms.
+They must not. With ``reproducible-noise = true`` they must, and the run must say it is NOT DP.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.wire_log import WIRE_LOG_ENV
+from server.checkpoints import load_checkpoint
+from tabular.schema import dump_schema
+from tests.process_marks import marked_env, marked_flower_processes, new_mark
+from tests.test_site_messages import ALLOWED
+
+pytestmark = pytest.mark.e2e
+FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
+MARK = new_mark("FEDSYNTH_SECRET_NOISE_TEST")
+
+
+def run(
+    tmp_path: Path, name: str, data: Path, schema: Path, *extra: str, wire_log: Path | None = None
+) -> tuple[dict, np.ndarray, str]:
+    out = tmp_path / name
+    env = marked_env(MARK)
+    if wire_log is not None:
+        env[WIRE_LOG_ENV] = str(wire_log)
+    result = subprocess.run(
+        [FEDSYNTH, "simulate", "--data", str(data), "--schema", str(schema), "--partition", "iid",
+         "--clients", "2", "--rounds", "1", "--local-steps", "2", "--seed", "7", "--rows", "50",
+         "--out", str(out), "--set", "batch-size=32", *extra],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    released = load_checkpoint(out / "checkpoints" / "final.pt")["extra"]["calibration"]["marginals"]
+    histograms = np.concatenate([np.asarray(p, dtype=float) for p in released["probabilities"]])
+    return report, histograms, result.stdout
+
+
+def check_wire_log(path: Path, sites: int, rounds: int) -> None:
+    """Everything the sites of a real federation sent, by record and key, against docs/privacy.md's list."""
+    entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    kinds = {"query": "measure", "train": "train", "evaluate": "release-check"}
+    seen = {kind: 0 for kind in kinds.values()}
+    for entry in entries:
+        assert "error" not in entry, entry
+        kind = kinds[entry["message_type"].split(".")[0]]
+        seen[kind] += 1
+        assert set(entry["records"]) == set(ALLOWED[kind]), entry
+        for record, described in entry["records"].items():
+            allowed = ALLOWED[kind][record]
+            if allowed is None:  # the packed model
+                continue
+            if (kind, record) == ("train", "metrics"):
+                allowed = allowed | {"site-seconds"}  # simulated sites only (docs/privacy.md)
+            keys = set(described["keys"])
+            assert keys <= allowed, f"{kind}/{record}: {keys - allowed} not listed in docs/privacy.md"
+    assert seen == {"measure": sites, "train": sites * rounds, "release-check": sites}, seen
+
+
+def test_same_seed_same_data_releases_different_noise_unless_asked(tmp_path, small_schema, small_table):
+    data, schema = tmp_path / "people.csv", tmp_path / "people.yaml"
+    small_table.to_csv(data, index=False)
+    dump_schema(small_schema, schema)
+
+    wire_log = tmp_path / "wire.jsonl"
+    first, first_hist, first_out = run(tmp_path, "a", data, schema, wire_log=wire_log)
+    second, second_hist, _ = run(tmp_path, "b", data, schema)
+    config_a, config_b = dict(first["config"]), dict(second["config"])
+    assert config_a.pop("out") != config_b.pop("out")
+    assert config_a == config_b  # everything a reader could regenerate noise from is the same
+    assert first["privacy"]["differentially_private"] is True
+    assert "ChaCha20" in first["privacy"]["noise_source"]
+    assert not np.allclose(first_hist, second_hist), "two runs released the same noisy histograms"
+    assert "NOT differentially private" not in first_out
+    check_wire_log(wire_log, sites=2, rounds=1)
+
+    repro_a, repro_a_hist, repro_out = run(tmp_path, "c", data, schema, "--set", "reproducible-noise=true")
+    repro_b, repro_b_hist, _ = run(tmp_path, "d", data, schema, "--set", "reproducible-noise=true")
+    assert np.array_equal(repro_a_hist, repro_b_hist)
+    for report in (repro_a, repro_b):
+        assert report["privacy"]["differentially_private"] is False
+        assert report["privacy"]["epsilon_max"] is None
+        assert report["privacy"]["warning"].startswith("NOT differentially private")
+    assert "NOT differentially private" in repro_out
+    assert "NOT differentially private" in (tmp_path / "c" / "report.md").read_text()
+    assert not marked_flower_processes(MARK), "a Flower process was left running"
