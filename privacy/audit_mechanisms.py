@@ -1,0 +1,340 @@
+"""The canary audit of every DP mechanism a site runs, each beside a deliberately broken variant.
+
+For each mechanism, the audit runs the project's own code many times on two neighbouring tables:
+the site's rows D, and D plus one canary row (worst case: every numeric column at its upper bound,
+the last category of every discrete column). A white-box attacker who knows D, the models and the
+generated rows scores each output; ``privacy.audit`` turns the scores into a lower bound on ε with a
+Clopper–Pearson interval. The bound must stay at or under the ε the accountant reports for the
+audited instance of the mechanism. Then the same audit runs on a broken variant (noise regenerable
+from the seed, or no noise at all), where it must find a bound far above the claim: an audit that
+cannot fail is not an audit.
+
+Mechanisms (the instance audited, and its broken variant):
+
+- ``histograms``: one DP histogram release at the planned noise multiplier (``measure-fraction`` of
+  ε). Attack: the Gaussian likelihood-ratio statistic on the canary's cells. Broken: noise drawn
+  from the seed, which the attacker regenerates.
+- ``dp-sgd``: one discriminator step (Poisson sampling at the planned rate, clipping, noise) at the
+  planned noise multiplier; the attacker sees the privatised gradient (white-box, as in Nasr et al.
+  2021). Attack: the gradient's projection on the canary's clipped gradient, after removing the
+  generated rows' known contribution. Broken: noise and batch drawn from the seed.
+- ``client-level``: one round of client-level DP over ``m`` sites (clipped update sum, noise,
+  fixed divisor), the canary being one site's whole update. Broken: noise drawn from the seed.
+- ``release-check``: the site's noisy count of real rows copied by the released table, the released
+  table holding a copy of the canary. Broken: the count without noise (the gate fedsynth had before;
+  the audit reaches the site module's exact count for that, as only an auditor may).
+
+The attack on a seeded variant is the same for all: regenerate the mechanism's output on D (the seed
+is in the report) and say "canary" when the observed output differs from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from flwr.app import Array, ArrayRecord
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from fedsynth.config import RunConfig
+from models.gan import GanShape, build_gan
+from privacy.audit import AuditResult, audit_mechanism
+from privacy.budget import SiteBudget, epsilon_of, measurement_noise
+from privacy.dp_training import discriminator_step, make_private_discriminator, sample_rate_for
+from privacy.histograms import (
+    add_noise,
+    count,
+    count_pairs,
+    one_way_weight,
+    pair_layout,
+    parse_pairs,
+    release_noise_std,
+    schema_bins,
+)
+from privacy.secret_noise import NoiseSource
+from strategies.client_dp import GanClientDP
+from tabular.codec import TableCodec
+from tabular.schema import Schema
+from tabular.table import validate_frame
+from validator.site_checks import _real_row_counts, noisy_release_counts
+
+CLIENT_LEVEL_SITES = 4  # m in the client-level audit
+CLIENT_LEVEL_DIM = 512  # length of the audited update vector
+CLIENT_LEVEL_DEFAULT_NOISE = 4.0  # audited at this z when the configuration has client-level DP off
+
+
+@dataclass(frozen=True)
+class MechanismAudit:
+    """One mechanism's audit: the claim, the honest bound and the broken variant's bound."""
+
+    mechanism: str
+    instance: str  # which release was audited, with its parameters
+    epsilon: float  # the accountant's ε for that instance
+    honest: AuditResult
+    broken_variant: str
+    broken: AuditResult
+
+    def to_json(self) -> dict[str, Any]:
+        broken_bound = self.broken.epsilon_lower_bound
+        return {
+            "mechanism": self.mechanism,
+            "instance": self.instance,
+            "epsilon": self.epsilon,
+            "epsilon_lower_bound": self.honest.epsilon_lower_bound,
+            "interval": list(self.honest.interval) if math.isfinite(self.honest.interval[1]) else
+            [self.honest.interval[0], None],
+            "broken_variant": self.broken_variant,
+            "broken_epsilon_lower_bound": broken_bound if math.isfinite(broken_bound) else None,
+            "passed": self.passed,
+            "honest": self.honest.to_json(),
+            "broken": self.broken.to_json(),
+        }  # fmt: skip
+
+    @property
+    def passed(self) -> bool:
+        """The honest bound stays at or under the claim, and the broken variant's is above it."""
+        return self.honest.epsilon_lower_bound <= self.epsilon < self.broken.epsilon_lower_bound
+
+
+def canary_row(schema: Schema) -> pd.DataFrame:
+    """The worst-case canary: every numeric column at its upper bound, every discrete one at its last value."""
+    values: dict[str, Any] = {}
+    for col in schema.columns:
+        if col.is_numeric:
+            values[col.name] = col.max
+        elif col.type == "boolean":
+            values[col.name] = "true"
+        else:
+            values[col.name] = col.categories[-1]
+    return validate_frame(pd.DataFrame([values]), schema, source="canary")
+
+
+def _regenerated_distance(observed: np.ndarray, regenerated: np.ndarray) -> float:
+    """The seeded-noise attack: how far the output is from the one regenerated for the table without the canary."""
+    return float(np.linalg.norm(np.asarray(observed, dtype=float) - np.asarray(regenerated, dtype=float)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DP histograms
+# ---------------------------------------------------------------------------------------------------------------------
+def audit_histograms(
+    table: pd.DataFrame, schema: Schema, config: RunConfig, trials: int, confidence: float
+) -> MechanismAudit:
+    canary = canary_row(schema)
+    layout = schema_bins(schema, config.measure_bins)
+    pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
+    weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
+    z = measurement_noise(config.epsilon, config.delta, max(config.measure_fraction, 0.5), config.accountant)
+    one_std, pair_std = release_noise_std(z, len(layout), len(pairs), weight)
+    with_canary = pd.concat([table, canary], ignore_index=True)
+    # (histograms without the canary, with it, noise std) for the one-way and the two-way part.
+    groups = [(count(table, layout), count(with_canary, layout), one_std)]
+    if pairs:
+        groups.append((count_pairs(table, pairs), count_pairs(with_canary, pairs), pair_std))
+    flat = lambda hists: np.concatenate([h.ravel() for h in hists])  # noqa: E731
+
+    def release(canary_in: bool, noise: NoiseSource) -> list[np.ndarray]:
+        return [flat(add_noise(after if canary_in else before, std, noise)) for before, after, std in groups]
+
+    def likelihood_ratio(canary_in: bool) -> float:
+        # The optimal test for a Gaussian shift: the noisy excess in the canary's cells, weighted by 1/σ².
+        out = release(canary_in, NoiseSource.secret_source())
+        return sum(
+            float(((o - flat(before)) * (flat(after) - flat(before))).sum()) / std**2
+            for o, (before, after, std) in zip(out, groups, strict=True)
+        )
+
+    seeded = lambda: NoiseSource.reproducible(config.seed, "audit-site", "measure")  # noqa: E731
+    regenerated = np.concatenate(release(False, seeded()))
+
+    def seeded_attack(canary_in: bool) -> float:
+        return _regenerated_distance(np.concatenate(release(canary_in, seeded())), regenerated)
+
+    return MechanismAudit(
+        mechanism="histograms",
+        instance=f"one release of {len(layout)} one-way and {len(pairs)} two-way histograms, noise multiplier {z:.4g}",
+        epsilon=epsilon_of([(z, 1.0, 1)], config.delta, "rdp"),
+        honest=audit_mechanism(likelihood_ratio, trials, config.delta, confidence),
+        broken_variant="noise drawn from the seed (reproducible-noise), regenerated by the attacker",
+        broken=audit_mechanism(seeded_attack, trials, config.delta, confidence),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DP-SGD
+# ---------------------------------------------------------------------------------------------------------------------
+def _clipped_gradients(disc: nn.Module, rows: torch.Tensor, labels: torch.Tensor, clip: float) -> torch.Tensor:
+    """Each row's clipped gradient of its own loss, flattened in ``disc.parameters()`` order (rows × parameters)."""
+    params = {k: v.detach() for k, v in disc.named_parameters()}
+
+    def row_loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(
+            functional_call(disc, p, (x.unsqueeze(0),)), y.unsqueeze(0)
+        )
+
+    grads = vmap(grad(row_loss), in_dims=(None, 0, 0))(params, rows, labels)
+    flat = torch.cat([grads[name].reshape(len(rows), -1) for name, _ in disc.named_parameters()], dim=1)
+    return flat * (clip / (flat.norm(dim=1, keepdim=True) + 1e-6)).clamp(max=1.0)
+
+
+def audit_dp_sgd(
+    table: pd.DataFrame, schema: Schema, config: RunConfig, trials: int, confidence: float
+) -> MechanismAudit:
+    codec = TableCodec(schema)
+    real = torch.from_numpy(codec.encode(table))
+    canary = torch.from_numpy(codec.encode(canary_row(schema)))
+    worlds = [real, torch.cat([real, canary])]
+    rate = sample_rate_for(float(len(table)), config.batch_size)  # the audit's public row count: |D|
+    plan = SiteBudget.plan(config.epsilon, config.delta, rate, config.rounds * config.local_steps, config.accountant,
+                           config.measure_fraction)  # fmt: skip
+    budget = SiteBudget(config.epsilon, config.delta, "rdp", plan.noise_multiplier, rate, max_steps=1)
+    torch.manual_seed(config.seed)
+    generator, discriminator = build_gan(codec, GanShape.for_run(config, codec.dim))
+    with torch.no_grad():
+        fake = generator(torch.randn(config.batch_size, config.noise_dim))
+    fake_sum = _clipped_gradients(discriminator, fake, torch.zeros(len(fake)), config.max_grad_norm).sum(dim=0)
+    direction = _clipped_gradients(discriminator, canary, torch.ones(1), config.max_grad_norm)[0]
+    direction = direction / direction.norm()
+
+    def step(with_canary: bool, noise: NoiseSource) -> torch.Tensor:
+        disc = copy.deepcopy(discriminator)
+        rows = worlds[int(with_canary)]
+        private = make_private_discriminator(
+            disc, rows, budget, config.batch_size, config.max_grad_norm, config.lr_discriminator, noise
+        )
+        discriminator_step(private, next(private.real_batches()), fake)
+        # p.grad holds the privatised gradient: (clipped sum + noise) / B.
+        return torch.cat([p.grad.reshape(-1) for p in private.module.parameters()]) * config.batch_size
+
+    def projection(with_canary: bool) -> float:
+        return float((step(with_canary, NoiseSource.secret_source()) - fake_sum) @ direction)
+
+    seeded = lambda: NoiseSource.reproducible(config.seed, "audit-site", 1, "dp-sgd")  # noqa: E731
+    regenerated = step(False, seeded()).numpy()
+
+    def seeded_attack(with_canary: bool) -> float:
+        return _regenerated_distance(step(with_canary, seeded()).numpy(), regenerated)
+
+    return MechanismAudit(
+        mechanism="dp-sgd",
+        instance=f"one discriminator step, noise multiplier {budget.noise_multiplier:.4g}, sampling rate {rate:.4g}, "
+        f"clipping norm {config.max_grad_norm:g}",
+        epsilon=epsilon_of([(budget.noise_multiplier, rate, 1)], config.delta, "rdp"),
+        honest=audit_mechanism(projection, trials, config.delta, confidence),
+        broken_variant="noise and Poisson batch drawn from the seed (reproducible-noise), regenerated by the attacker",
+        broken=audit_mechanism(seeded_attack, trials, config.delta, confidence),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Client-level DP
+# ---------------------------------------------------------------------------------------------------------------------
+def audit_client_level(config: RunConfig, trials: int, confidence: float) -> MechanismAudit:
+    z = config.client_dp_noise or CLIENT_LEVEL_DEFAULT_NOISE
+    clip = config.client_dp_clip
+    rng = np.random.default_rng(config.seed)  # the other sites' updates: known to the attacker, not private
+    others = rng.normal(0.0, 1.0, (CLIENT_LEVEL_SITES - 1, CLIENT_LEVEL_DIM))
+    others *= 0.5 * clip / np.linalg.norm(others, axis=1, keepdims=True)
+    direction = np.zeros(CLIENT_LEVEL_DIM)
+    direction[0] = 1.0
+    canary_update = 3.0 * clip * direction  # beyond the clip: the mechanism must clip it to C
+    origin = ArrayRecord({"w": Array(np.zeros(CLIENT_LEVEL_DIM, dtype=np.float64))})
+
+    def release(with_canary: bool, noise_for_round: Callable[[int], NoiseSource]) -> np.ndarray:
+        strategy = GanClientDP(noise_multiplier=z, clipping_norm=clip, noise_for_round=noise_for_round)
+        strategy.admit(CLIENT_LEVEL_SITES)
+        strategy._global = origin
+        rows = [*others, canary_update] if with_canary else list(others)
+        combined, _ = strategy.combine(np.stack(rows), [1.0] * len(rows))
+        return combined
+
+    def projection(with_canary: bool) -> float:
+        out = release(with_canary, lambda _round: NoiseSource.secret_source())
+        return float((out * CLIENT_LEVEL_SITES - others.sum(axis=0)) @ direction)
+
+    seeded = lambda _round: NoiseSource.reproducible(config.seed, "client-dp", 1)  # noqa: E731
+    regenerated = release(False, seeded)
+
+    def seeded_attack(with_canary: bool) -> float:
+        return _regenerated_distance(release(with_canary, seeded), regenerated)
+
+    return MechanismAudit(
+        mechanism="client-level",
+        instance=f"one round over m={CLIENT_LEVEL_SITES} sites, noise multiplier {z:g}, clipping norm {clip:g}"
+        + ("" if config.client_dp_noise else " (client-level DP is off in this configuration; audited at z=4)"),
+        epsilon=epsilon_of([(z, 1.0, 1)], config.delta, "rdp"),
+        honest=audit_mechanism(projection, trials, config.delta, confidence),
+        broken_variant="noise drawn from the seed (reproducible-noise), regenerated by the attacker",
+        broken=audit_mechanism(seeded_attack, trials, config.delta, confidence),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The release check
+# ---------------------------------------------------------------------------------------------------------------------
+def audit_release_check(
+    table: pd.DataFrame, schema: Schema, config: RunConfig, trials: int, confidence: float
+) -> MechanismAudit:
+    canary = canary_row(schema)
+    released = canary  # the worst case: the released table holds an exact copy of the canary
+    worlds = [table, pd.concat([table, canary], ignore_index=True)]
+    z = config.release_check_noise
+
+    def noisy_count(with_canary: bool) -> float:
+        counts = noisy_release_counts(released, worlds[int(with_canary)], schema, 0.0, z, NoiseSource.secret_source())
+        return float(counts["copied_noisy"])
+
+    def exact_count(with_canary: bool) -> float:
+        return float(_real_row_counts(released, worlds[int(with_canary)], schema, 0.0)[0])
+
+    return MechanismAudit(
+        mechanism="release-check",
+        instance=f"one noisy count of real rows copied by the released table, noise multiplier {z:g}",
+        epsilon=epsilon_of([(z, 1.0, 1)], config.delta, "rdp"),
+        honest=audit_mechanism(noisy_count, trials, config.delta, confidence),
+        broken_variant="the count without noise (the release gate before it was made DP)",
+        broken=audit_mechanism(exact_count, trials, config.delta, confidence),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# All of them
+# ---------------------------------------------------------------------------------------------------------------------
+AUDITS = ("histograms", "dp-sgd", "client-level", "release-check")
+
+
+def run_audits(
+    table: pd.DataFrame,
+    schema: Schema,
+    config: RunConfig,
+    trials: int = 1000,
+    confidence: float = 0.95,
+    only: tuple[str, ...] = AUDITS,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> list[MechanismAudit]:
+    """Audit every mechanism in ``only`` on ``table`` (the site's rows D) with ``trials`` runs per world."""
+    runners: dict[str, Callable[[], MechanismAudit]] = {
+        "histograms": lambda: audit_histograms(table, schema, config, trials, confidence),
+        "dp-sgd": lambda: audit_dp_sgd(table, schema, config, trials, confidence),
+        "client-level": lambda: audit_client_level(config, trials, confidence),
+        "release-check": lambda: audit_release_check(table, schema, config, trials, confidence),
+    }
+    results = []
+    for name in only:
+        progress(f"auditing {name} ({trials} runs with and {trials} without the canary, twice)")
+        result = runners[name]()
+        verdict = "ok" if result.passed else "FAILED"
+        honest, broken = result.honest.epsilon_lower_bound, result.broken.epsilon_lower_bound
+        progress(
+            f"  {name}: reported ε {result.epsilon:.3f}, empirical lower bound {honest:.3f}; "
+            f"broken variant {broken:.3f}: {verdict}"
+        )
+        results.append(result)
+    return results
