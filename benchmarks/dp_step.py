@@ -11,8 +11,12 @@ Rows of the first table, per step, in milliseconds:
 - ``D step, no DP``: the baseline. Plain Adam, ``BCEWithLogitsLoss`` on real and
   fake rows concatenated, forward + backward + optimizer step.
 - ``D step, DP ghost (ours)``: ``privacy.dp_training.make_private_discriminator``
-  + ``discriminator_step``: Opacus fast gradient ("ghost") clipping, noise and the
-  accountant's step, i.e. what a site runs.
+  + ``discriminator_step``: Opacus fast gradient ("ghost") clipping, secret noise
+  (ChaCha20 from the OS CSPRNG, four Gaussians summed) and the accountant's step,
+  i.e. what a site runs.
+- ``D step, DP ghost (Opacus)``: the same step through ``PrivacyEngine.make_private``,
+  with Opacus's own noise from torch's generator (not secret): against the row above,
+  what secret noise costs.
 - ``D step, DP <mode> (Opacus)``: the same shapes through
   ``PrivacyEngine.make_private(grad_sample_mode=<mode>)`` with the per-sample
   gradient modes ``hooks``, ``functorch`` and ``ew``; a mode that fails on these
@@ -78,12 +82,13 @@ from privacy.dp_training import (
     make_private_discriminator,
     sample_rate_for,
 )
+from privacy.secret_noise import NoiseSource
 from tabular.codec import TableCodec
 from tabular.datasets import DEFAULT_DATA, DEFAULT_SCHEMA
 from tabular.loading import load_table
 from tabular.schema import load_schema
 
-PER_SAMPLE_MODES = ("hooks", "functorch", "ew")
+PER_SAMPLE_MODES = ("ghost", "hooks", "functorch", "ew")
 BLOCK_SECONDS = 0.15  # aim for blocks of about this long, so slow modes do not dominate the run
 
 
@@ -191,7 +196,7 @@ def opacus_d_step(mode: str, base: Discriminator, data: torch.Tensor, rows, labe
         poisson_sampling=True,
     )
     private_module, dp_optimizer = out[0], out[1]
-    criterion = nn.BCEWithLogitsLoss()
+    criterion = out[2] if mode == "ghost" else nn.BCEWithLogitsLoss()  # ghost: the two-pass DP loss
 
     def step() -> None:
         dp_optimizer.zero_grad()
@@ -300,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = SiteBudget(config.epsilon, config.delta, config.accountant, noise, sample_rate, max_steps=10**9)
     private = make_private_discriminator(
-        copy.deepcopy(base_d), data, budget, size, config.max_grad_norm, config.lr_discriminator
-    )
+        copy.deepcopy(base_d), data, budget, size, config.max_grad_norm, config.lr_discriminator,
+        NoiseSource.secret_source(),
+    )  # fmt: skip
     step_rows["D step, DP ghost (ours)"] = time_steps(
         lambda: discriminator_step(private, real, fake), **timing, baseline=no_dp
     )
@@ -353,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def dp_round() -> None:
         g, d = copy.deepcopy(generator), copy.deepcopy(base_d)
-        outcome = train_round(g, d, region, dataclasses.replace(planned, history=[]), config)
+        outcome = train_round(
+            g, d, region, dataclasses.replace(planned, history=[]), config, NoiseSource.secret_source()
+        )
         if outcome.trained_steps != config.local_steps:
             raise RuntimeError(f"train_round took {outcome.trained_steps} steps, expected {config.local_steps}")
 

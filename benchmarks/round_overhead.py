@@ -71,6 +71,7 @@ from models.gan import GanShape, build_gan
 from models.packing import pack, unpack
 from privacy.budget import SiteBudget, clear_epsilon_cache
 from privacy.dp_training import sample_rate_for
+from privacy.secret_noise import NoiseSource
 from simulations.runner import is_alive, run_simulation, stop_processes
 from simulations.setup import prepare_simulation
 from tabular.codec import TableCodec
@@ -116,7 +117,7 @@ def site_work(args: tuple[int, int]) -> tuple[float, float]:
     generator, discriminator = build_gan(W.codec, W.shape)
     unpack(W.global_arrays, generator, discriminator)
     budget = dataclasses.replace(W.budgets[site_id], history=[])
-    outcome = train_round(generator, discriminator, site.encoded, budget, W.config)
+    outcome = train_round(generator, discriminator, site.encoded, budget, W.config, NoiseSource.secret_source())
     if outcome.trained_steps != W.config.local_steps:
         raise RuntimeError(f"site {site_id} trained {outcome.trained_steps} steps, expected {W.config.local_steps}")
     pack(generator, discriminator)
