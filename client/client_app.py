@@ -7,9 +7,10 @@ against, the site's own privacy budget:
 - train (every round): unpack the global G+D, train the discriminator with
   Opacus DP-SGD and the generator through it, reply with the packed update
   (under secure aggregation, masked by SecAgg+: ``client.secure_aggregation``);
-- evaluate: score a synthetic sample against the site's rows, either as
-  DP-noised fidelity aggregates for the validator, or as the release gate's
-  counts of synthetic rows that copy or come close to a real row.
+- evaluate: score a synthetic table against the site's rows, either as the
+  validator's noisy distance sums and coverage count of a sample, or as the
+  release gate's noisy counts of real rows the final table copies or comes
+  close to; both are DP releases, reserved in the plan and charged first.
 
 The site's budget is planned once (the run's ε, lowered to its jurisdiction's
 cap under the federation's policy) and its spending is kept in ``context.state``,
@@ -59,9 +60,9 @@ from privacy.histograms import (
 from privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
 from privacy.secret_noise import NoiseSource
 from tabular.codec import TableCodec
-from tabular.schema import load_yaml
+from tabular.schema import Schema, load_yaml
 from validator.policy import Policy, parse_policy
-from validator.site_checks import epsilon_with_release, noisy_release_counts
+from validator.site_checks import epsilon_with_release, noisy_feedback, noisy_release_counts
 
 BUDGET_STATE = "fedsynth.budget"
 SCHEMA_KEY = "schema-yaml"
@@ -195,6 +196,7 @@ def _site_budget(context: Context, config: RunConfig, site: SiteData, record: Co
         config,
         sample_rate_for(rows, config.batch_size),
         _site_epsilon(context, config, site, record),
+        feedback_noise=config.validator_feedback_noise,
         release_check_noise=config.release_check_noise if checks_release else 0.0,
     )
     budget.public_rows = rows
@@ -325,28 +327,32 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 @public_failures
 def evaluate(msg: Message, context: Context) -> Message:
-    """The release gate's check of the final table against this site's rows: a DP release, once per run.
+    """Score a synthetic table against this site's rows, as a DP release charged before it leaves.
 
-    The site counts its real rows that the released table copies (and, with a distance threshold,
-    those with a released row closer than it), adds discrete Gaussian noise at its planned
-    ``release-check-noise`` multiplier (``validator.site_checks.noisy_release_counts``), and charges
-    that release to its accountant before anything leaves. It refuses a second check, and a check
-    its plan did not reserve or its budget cannot pay for.
+    Two purposes, each reserved in the site's plan and answered only as often as planned:
+
+    - ``feedback`` (every ``validator-feedback-every`` rounds): noisy per-column distance sums and a
+      noisy coverage count of the validator's sample (``validator.site_checks.noisy_feedback``) at
+      ``validator-feedback-noise``;
+    - ``release-check`` (once, for the final table): noisy counts of real rows the released table
+      copies or comes close to (``validator.site_checks.noisy_release_counts``) at ``release-check-noise``.
+
+    Anything beyond the plan, or beyond the site's budget, is refused with a public reason.
     """
     config, record, site = _open(msg, context)
     schema = schema_from_text(str(record[SCHEMA_KEY]))
     synthetic = pd.read_csv(io.StringIO(str(record[SYNTHETIC_KEY])), dtype=str, keep_default_na=False)
     purpose = str(record[PURPOSE_KEY])
+    budget = _site_budget(context, config, site, record)
+    if purpose == "feedback":
+        return _feedback(msg, context, config, site, schema, synthetic, budget)
     if purpose != "release-check":
         raise RefusalError(f"evaluate purpose {purpose!r} is not offered by this site")
-    budget = _site_budget(context, config, site, record)
     if budget.release_checked:
         raise RefusalError("this site answered the release check already in this run; a second one is refused")
     if not budget.release_check_noise > 0:
         raise RefusalError("this site's plan reserves no release check (the federation policy asks for none)")
-    spent_after = epsilon_with_release(budget.history, budget.release_check_noise, budget.delta, budget.accountant)
-    if spent_after > budget.epsilon * (1 + 1e-9):
-        raise RefusalError("the release check would take this site over its privacy budget; refused")
+    _refuse_over_budget(budget, budget.release_check_noise, "the release check")
     # Charge first, then release: a crash in between over-counts, never under-counts.
     budget.record_release_check()
     budget.release_checked = True
@@ -356,3 +362,40 @@ def evaluate(msg: Message, context: Context) -> Message:
         synthetic, site.frame, schema, float(record[THRESHOLD_KEY]), budget.release_check_noise, noise
     )
     return Message(RecordDict({"counts": ConfigRecord(released), "site": _site_record(site, budget)}), reply_to=msg)
+
+
+def _refuse_over_budget(budget: SiteBudget, noise_multiplier: float, what: str) -> None:
+    spent_after = epsilon_with_release(budget.history, noise_multiplier, budget.delta, budget.accountant)
+    if spent_after > budget.epsilon * (1 + 1e-9):
+        raise RefusalError(f"{what} would take this site over its privacy budget; refused")
+
+
+def _feedback(
+    msg: Message,
+    context: Context,
+    config: RunConfig,
+    site: SiteData,
+    schema: Schema,
+    synthetic: pd.DataFrame,
+    budget: SiteBudget,
+) -> Message:
+    """One validator feedback release: noisy sums the server divides by this site's public row count."""
+    if budget.feedback_given >= budget.feedback_planned:
+        raise RefusalError(
+            f"this site's plan reserves {budget.feedback_planned} feedback release(s) and all were made; refused"
+        )
+    _refuse_over_budget(budget, budget.feedback_noise, "validator feedback")
+    budget.record_feedback()  # charge first, then release
+    _save_budget(context, budget)
+    server_round = int(msg.content["config"].get("server-round", 0))
+    noise = NoiseSource.for_run(config.reproducible_noise, config.seed, site.name, server_round, "feedback")
+    released = noisy_feedback(synthetic, site.frame, schema, budget.feedback_noise, noise)
+    metrics = MetricRecord(
+        {
+            **{f"sum:{key}": value for key, value in released["values"].items()},
+            "noise-std": released["noise_std"],
+            "public-rows": float(budget.public_rows),
+            "epsilon": budget.spent,
+        }
+    )
+    return Message(RecordDict({"metrics": metrics, "site": _site_record(site, budget)}), reply_to=msg)

@@ -65,7 +65,7 @@ class RunConfig:
     validator_rows: int = 2000  # synthetic rows the validator samples after every round
     validator_action: str = "record"  # on collapse: record | stop (keep the best round) | rollback
     validator_feedback_every: int = 0  # every N rounds sites score a sample against their rows (DP); 0: never
-    validator_feedback_noise: float = 0.02  # std of the Gaussian noise on each score a site returns
+    validator_feedback_noise: float = 10.0  # noise multiplier of each feedback release (noise std z·sqrt(columns+1))
     release_check_noise: float = 20.0  # noise multiplier z of the release gate's DP counts (charged once per run)
     site_jurisdictions: str = ""  # simulation: "site=jurisdiction,..."; default: a site's natural value
     # Model and optimisation.
@@ -197,13 +197,8 @@ class RunConfig:
             fail("validator-rows", "must be at least 10")
         if self.validator_feedback_every < 0:
             fail("validator-feedback-every", "must not be negative")
-        if self.validator_feedback_every > 0:
-            # Its scores are means over a site's rows, so their sensitivity 1/(n-1) depends on the private
-            # row count n: under add/remove-one-row the stated ε would not hold (docs/privacy.md).
-            fail("validator-feedback-every", "must be 0: site feedback is withdrawn until its sensitivity no longer "
-                 "depends on a site's private row count (docs/privacy.md)")  # fmt: skip
         if not (math.isfinite(self.validator_feedback_noise) and self.validator_feedback_noise > 0):
-            fail("validator-feedback-noise", "must be a positive number")
+            fail("validator-feedback-noise", "must be a positive finite noise multiplier")
         if not (math.isfinite(self.release_check_noise) and self.release_check_noise > 0):
             fail("release-check-noise", "must be a positive finite number")
         if not self.out:

@@ -20,6 +20,9 @@ Mechanisms (the instance audited, and its broken variant):
   generated rows' known contribution. Broken: noise and batch drawn from the seed.
 - ``client-level``: one round of client-level DP over ``m`` sites (clipped update sum, noise,
   fixed divisor), the canary being one site's whole update. Broken: noise drawn from the seed.
+- ``feedback``: one validator feedback release (noisy per-column distance sums and coverage count)
+  on a sample that holds a copy of the canary. Attack: the output's projection on the difference of
+  the exact sums in the two worlds. Broken: the sums without noise.
 - ``release-check``: the site's noisy count of real rows copied by the released table, the released
   table holding a copy of the canary. Broken: the count without noise (the gate fedsynth had before;
   the audit reaches the site module's exact count for that, as only an auditor may).
@@ -63,7 +66,7 @@ from strategies.client_dp import GanClientDP
 from tabular.codec import TableCodec
 from tabular.schema import Schema
 from tabular.table import validate_frame
-from validator.site_checks import _real_row_counts, noisy_release_counts
+from validator.site_checks import _real_row_counts, feedback_sums, noisy_feedback, noisy_release_counts
 
 CLIENT_LEVEL_SITES = 4  # m in the client-level audit
 CLIENT_LEVEL_DIM = 512  # length of the audited update vector
@@ -305,9 +308,41 @@ def audit_release_check(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Validator feedback
+# ---------------------------------------------------------------------------------------------------------------------
+def audit_feedback(
+    table: pd.DataFrame, schema: Schema, config: RunConfig, trials: int, confidence: float
+) -> MechanismAudit:
+    canary = canary_row(schema)
+    sample = pd.concat([canary, table.head(50)], ignore_index=True)  # the validator's sample holds a copy of the canary
+    worlds = [table, pd.concat([table, canary], ignore_index=True)]
+    z = config.validator_feedback_noise
+    # The white-box attacker knows D: it computes the exact sums in both worlds and projects the output on
+    # their difference (the likelihood-ratio test for Gaussian noise of equal variance).
+    exact = [np.array(list(feedback_sums(sample, world, schema).values())) for world in worlds]
+    direction = exact[1] - exact[0]
+
+    def projection(with_canary: bool) -> float:
+        released = noisy_feedback(sample, worlds[int(with_canary)], schema, z, NoiseSource.secret_source())
+        return float(np.dot(np.array(list(released["values"].values())) - exact[0], direction))
+
+    def exact_projection(with_canary: bool) -> float:
+        return float(np.dot(exact[int(with_canary)] - exact[0], direction))
+
+    return MechanismAudit(
+        mechanism="feedback",
+        instance=f"one validator feedback release ({len(direction)} noisy sums), noise multiplier {z:g}",
+        epsilon=epsilon_of([(z, 1.0, 1)], config.delta, "rdp"),
+        honest=audit_mechanism(projection, trials, config.delta, confidence),
+        broken_variant="the sums without noise",
+        broken=audit_mechanism(exact_projection, trials, config.delta, confidence),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # All of them
 # ---------------------------------------------------------------------------------------------------------------------
-AUDITS = ("histograms", "dp-sgd", "client-level", "release-check")
+AUDITS = ("histograms", "dp-sgd", "client-level", "feedback", "release-check")
 
 
 def run_audits(
@@ -324,6 +359,7 @@ def run_audits(
         "histograms": lambda: audit_histograms(table, schema, config, trials, confidence),
         "dp-sgd": lambda: audit_dp_sgd(table, schema, config, trials, confidence),
         "client-level": lambda: audit_client_level(config, trials, confidence),
+        "feedback": lambda: audit_feedback(table, schema, config, trials, confidence),
         "release-check": lambda: audit_release_check(table, schema, config, trials, confidence),
     }
     results = []

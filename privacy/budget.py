@@ -220,7 +220,12 @@ class SiteBudget:
 
     @property
     def feedback_given(self) -> int:
-        return sum(s for n, q, s in self.history if (n, q) == (self.feedback_noise, 1.0) and self.feedback_noise)
+        """Validator feedback releases charged so far (entries at its noise multiplier and rate 1)."""
+        if not self.feedback_noise:
+            return 0
+        given = sum(s for n, q, s in self.history if (n, q) == (self.feedback_noise, 1.0))
+        # The release check is an entry of the same shape; at the same noise multiplier it is not feedback.
+        return given - int(self.release_checked and self.release_check_noise == self.feedback_noise)
 
     def record_feedback(self) -> None:
         """Charge one validator feedback release (refused beyond the planned number)."""

@@ -7,8 +7,10 @@ The server never holds real data, so it splits the work:
   duplicates, spread, clusters); a collapse rule decides whether to record,
   stop (keeping the best round) or roll back with a lower learning rate;
 - what needs real data it asks the sites for, with a Flower evaluate message
-  carrying a synthetic sample: DP-noised fidelity scores (charged to each site's
-  accountant) every ``validator-feedback-every`` rounds, and, once at the end,
+  carrying a synthetic sample: noisy per-column distance sums and a coverage
+  count (``validator.site_checks.noisy_feedback``, charged to each site's
+  accountant) every ``validator-feedback-every`` rounds, which
+  ``combine_feedback`` divides by the sites' public row counts; once at the end,
   DP-noised counts of the site's real rows that the released table copies or
   comes close to (``validator.site_checks.noisy_release_counts``, charged to
   each site's accountant; the gate decides on their noisy sum);
@@ -19,13 +21,13 @@ The server never holds real data, so it splits the work:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -128,18 +130,31 @@ def ask_sites(
 
 
 def combine_feedback(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Mean of the sites' noisy scores, weighted by their row counts (refusals left out)."""
-    usable = {name: a for name, a in answers.items() if not a.get("refused")}
+    """Pooled scores from the sites' noisy feedback sums (post-processing of DP releases only).
+
+    Each site sends, per column, a noisy n_s·distance (KS for numbers, TV for categories) and a
+    noisy count of its rows covered by the sample, with its public row count n̂_s
+    (``validator.site_checks.noisy_feedback``). The pooled score is Σ_s sum_s / Σ_s n̂_s:
+    ``shape:<column>`` = 1 − pooled distance, ``coverage`` = pooled covered share; ``noise_std``
+    is the std of the noise each score carries. Values are not clipped to [0, 1], so they stay
+    unbiased.
+    """
+    usable = {name: a for name, a in answers.items() if float(a.get("public-rows", 0.0)) > 0}
+    refused = sorted(set(answers) - set(usable))
     if not usable:
-        return {"sites": sorted(answers), "refused": sorted(answers), "values": {}}
-    weights = np.array([float(a.get("num-examples", 1)) for a in usable.values()])
-    keys = sorted({k for a in usable.values() for k in a if k.startswith("value:")})
-    values = {
-        key[len("value:") :]: float(np.average([a.get(key, np.nan) for a in usable.values()], weights=weights))
-        for key in keys
-    }
-    refused = sorted(name for name, a in answers.items() if a.get("refused"))
-    return {"sites": sorted(usable), "refused": refused, "values": values}
+        return {"sites": [], "refused": refused, "values": {}}
+    rows = sum(float(a["public-rows"]) for a in usable.values())
+    noise_std = math.sqrt(sum(float(a.get("noise-std", 0.0)) ** 2 for a in usable.values())) / rows
+    keys = sorted({k for a in usable.values() for k in a if k.startswith("sum:")})
+    values = {}
+    for key in keys:
+        pooled = sum(float(a.get(key, 0.0)) for a in usable.values()) / rows
+        name = key[len("sum:") :]
+        if name.startswith("distance:"):
+            values["shape:" + name[len("distance:") :]] = 1.0 - pooled
+        else:
+            values["coverage" if name == "covered" else name] = pooled
+    return {"sites": sorted(usable), "refused": refused, "values": values, "noise_std": noise_std}
 
 
 def release_gate(

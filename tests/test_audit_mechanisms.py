@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fedsynth.config import RunConfig
-from privacy.audit_mechanisms import AUDITS, audit_histograms, canary_row, run_audits
+from privacy.audit_mechanisms import AUDITS, audit_feedback, audit_histograms, canary_row, run_audits
 from tabular.schema import dump_schema
 from tabular.table import validate_frame
 
@@ -47,6 +47,14 @@ def test_the_attack_has_power_where_the_noise_is_weaker(small_schema, small_tabl
     config = RunConfig(batch_size=32, epsilon=8.0, measure_fraction=0.9)
     result = audit_histograms(small_table, small_schema, config, trials=600, confidence=0.95)
     assert 0 < result.honest.epsilon_lower_bound <= result.epsilon
+
+
+def test_the_feedback_attack_sees_the_canary_when_the_noise_is_low(small_schema, small_table):
+    # At noise multiplier 0.5 one feedback release is worth ε ≈ 10: the projection attack finds a
+    # clearly positive bound, still under that claim.
+    config = RunConfig(batch_size=32, epsilon=1.0, validator_feedback_noise=0.5)
+    result = audit_feedback(small_table, small_schema, config, trials=600, confidence=0.95)
+    assert 1.0 < result.honest.epsilon_lower_bound <= result.epsilon
 
 
 def test_fedsynth_audit_writes_the_table_a_privacy_officer_reads(tmp_path, small_schema, small_table):

@@ -72,6 +72,16 @@ ALLOWED = {
         },
         "site": {"name", "jurisdiction", "accountant", "budget"},
     },
+    "feedback": {
+        "metrics": {
+            *(f"sum:distance:{column}" for column in ("age", "income", "region", "smoker")),
+            "sum:covered",
+            "noise-std",
+            "public-rows",
+            "epsilon",
+        },
+        "site": {"name", "jurisdiction", "accountant", "budget"},
+    },
 }
 
 
@@ -121,8 +131,10 @@ def test_the_doc_lists_every_key_a_site_may_send():
         for record, keys in records.items():
             assert f"`{record}`" in text, f"docs/privacy.md does not name the {kind} record {record!r}"
             for key in sorted(keys or ()):
-                if record != "histograms":  # those are the schema's column names
-                    assert f"`{key}`" in text, f"docs/privacy.md does not list {kind}/{record}/{key}"
+                if record == "histograms":  # those are the schema's column names
+                    continue
+                key = "sum:distance:<column>" if key.startswith("sum:distance:") else key
+                assert f"`{key}`" in text, f"docs/privacy.md does not list {kind}/{record}/{key}"
 
 
 def test_every_reply_carries_only_listed_keys_and_only_dp_values(site):
@@ -179,7 +191,33 @@ def test_a_site_answers_each_release_once(site):
     with pytest.raises(SiteFailureError, match="second one is refused"):
         client_app.evaluate(request("evaluate", check), context)
     with pytest.raises(SiteFailureError, match="not offered"):
+        client_app.evaluate(request("evaluate", {**check, PURPOSE_KEY: "membership"}), context)
+    # This run plans no validator feedback (validator-feedback-every = 0): none is answered.
+    with pytest.raises(SiteFailureError, match="reserves 0 feedback"):
         client_app.evaluate(request("evaluate", {**check, PURPOSE_KEY: "feedback"}), context)
+
+
+def test_feedback_is_noisy_sums_charged_first_and_answered_only_as_often_as_planned(site):
+    context, config, _, table, schema_text = site
+    config = RunConfig.from_mapping({**config.to_mapping(), "validator-feedback-every": 1})
+    context.run_config = config.to_mapping()
+    base = {SCHEMA_KEY: schema_text, LEDGERS_KEY: "{}", "server-round": 0}
+    client_app.measure(request("query", base), context)
+    planned = client_app._restore_budget(context, config, "a", None)
+    assert planned.feedback_planned == 1 and planned.feedback_noise == config.validator_feedback_noise
+    ask = {**base, "server-round": 1, SYNTHETIC_KEY: table.sample(50, random_state=0).to_csv(index=False),
+           PURPOSE_KEY: "feedback"}  # fmt: skip
+    reply = client_app.evaluate(request("evaluate", ask), context)
+    check_reply("feedback", reply)
+    metrics = reply.content.metric_records["metrics"]
+    # Noise std z·sqrt(K): K = 4 columns + the coverage count; the row count that leaves is the public one.
+    assert metrics["noise-std"] == pytest.approx(config.validator_feedback_noise * np.sqrt(5))
+    assert metrics["public-rows"] == pytest.approx(planned.public_rows)
+    after = client_app._restore_budget(context, config, "a", None)
+    assert after.history[-1] == (config.validator_feedback_noise, 1.0, 1) and after.feedback_given == 1
+    assert metrics["epsilon"] == pytest.approx(after.spent) and after.spent > planned.spent
+    with pytest.raises(SiteFailureError, match="all were made"):
+        client_app.evaluate(request("evaluate", ask), context)
 
 
 def test_a_site_refuses_a_release_check_its_plan_did_not_reserve(site):

@@ -1,4 +1,4 @@
-"""The validator in a real simulated federation: policy, the DP release check reserved in ε, release gate."""
+"""The validator in a real simulated federation: policy, DP site feedback and the DP release check in ε, the gate."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_policy_release_check_and_withheld_release(tmp_path, small_schema, small
         [FEDSYNTH, "simulate", "--data", str(data), "--schema", str(schema_path), "--partition", "column:region",
          "--rounds", "2", "--local-steps", "3", "--epsilon", "3", "--out", str(out),
          "--set", "batch-size=32", "--set", f"policy={policy}", "--set", "validator-rows=200",
-         "--set", "min-sites=3"],
+         "--set", "min-sites=3", "--set", "validator-feedback-every=1"],
         capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -63,6 +63,23 @@ def test_policy_release_check_and_withheld_release(tmp_path, small_schema, small
         assert budget.release_checked and (20.0, 1.0, 1) in budget.history
         assert sites[name]["epsilon"] == pytest.approx(budget.spent)
         assert budget.spent <= cap
+        # Site feedback after each of the 2 rounds, planned and charged at the default noise multiplier 10.
+        assert budget.feedback_planned == 2 and budget.feedback_given == 2
+        assert (10.0, 1.0, 2) in budget.history
+        without_feedback = SiteBudget.from_state(state["ledgers"][name])
+        without_feedback.history = [h for h in budget.history if h[0] != budget.feedback_noise]
+        assert budget.spent > without_feedback.spent
+
+    # The pooled feedback: per-column shape scores and coverage for rounds 1 and 2, from both sites.
+    feedback = report["validator"]["site_feedback"]
+    assert set(feedback) == {"1", "2"}
+    for entry in feedback.values():
+        assert entry["sites"] == ["region=north", "region=south"] and entry["failed"] == {}
+        assert set(entry["values"]) == {f"shape:{c}" for c in ("age", "income", "region", "smoker")} | {"coverage"}
+        # Noise std per score: sqrt(2 sites · (10·sqrt(5))²) over the pooled public row count (~400 rows).
+        assert 0.03 < entry["noise_std"] < 0.1
+        assert all(-0.5 < v < 1.5 for v in entry["values"].values())
+    assert report["privacy"]["validator_feedback"]["rounds"] == [1, 2]
 
     # A failed rule withholds the release: no synthetic.csv, and the report says why. Every real row is
     # closer than 50 to a released row; each site sent a noisy count of them (std 20·sqrt(2), two counts).

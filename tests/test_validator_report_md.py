@@ -73,8 +73,10 @@ def test_full_report_with_collapse_rules_and_a_withheld_release(tmp_path):
     answer = {"copied_noisy": 75, "noise_std": 20.0, "synthetic_rows": 200, "columns_compared": ["x", "region"]}
     counts = {"site-a": answer}
     decision = apply_release_rules(healthy, policy, SCHEMA, counts)
+    feedback = {"2": {"sites": ["site-a"], "refused": [], "values": {"shape:x": 0.91, "coverage": 0.5},
+                      "noise_std": 0.02, "failed": {}}}  # fmt: skip
     report.update(
-        validator=validator.to_dict(),
+        validator={**validator.to_dict(), "site_feedback": feedback},
         sovereignty=sovereignty_section(policy, decision),
         release=release_section(decision, "synthetic.csv"),
     )
@@ -86,6 +88,8 @@ def test_full_report_with_collapse_rules_and_a_withheld_release(tmp_path):
     assert "| 3 | 50.0% | 99.5% | 1 |" in text  # round 3: one of two regions, 199 of 200 rows repeated
     assert "- Round 3: column 'region': entropy 0.000 < 0.050" in text
     assert "rolled back to round 2" in text
+    assert "### Fidelity at the sites (DP feedback)" in text
+    assert "| 2 | 0.500 | 0.910 | 0.020 | 1 |" in text  # coverage, shape:x, noise std, one site
     assert "Model kept: the last round's. Best round by health score: 2" in text
     assert policy.digest in text
     assert (

@@ -16,10 +16,11 @@ from tabular.table import validate_frame
 from validator.site_checks import (
     _real_row_counts,
     epsilon_with_release,
-    fidelity_aggregates,
-    gaussian_release_cost,
-    noisy_fidelity,
+    feedback_sums,
+    ks_distance_count,
+    noisy_feedback,
     noisy_release_counts,
+    tv_distance_count,
 )
 
 SCHEMA = parse_schema(
@@ -150,51 +151,55 @@ def test_noisy_release_counts_are_secret_unless_the_run_asked_for_reproducible_n
         noisy_release_counts(synthetic, real, SCHEMA, 0.05, 0.0, NoiseSource.secret_source())
 
 
-def test_coverage_uses_the_public_radius_by_hand():
+def test_coverage_counts_real_rows_within_the_public_radius_by_hand():
     real = validate_frame(pd.DataFrame({"x": [0.0, 2.0, 4.0, 6.0], "y": [0.0] * 4, "group": ["a"] * 4}), SCHEMA)
     synthetic = validate_frame(pd.DataFrame({"x": [0.5, 6.0], "y": [0.0, 0.0], "group": ["a", "b"]}), SCHEMA)
     # Encoded distances: real x=0 is 0.05 from the first synthetic row; real x=2 is 0.15; x=6 differs in group.
-    assert fidelity_aggregates(synthetic, real, SCHEMA, radius=0.1)["coverage"] == 0.25
-    assert fidelity_aggregates(synthetic, real, SCHEMA, radius=0.2)["coverage"] == 0.5
+    assert feedback_sums(synthetic, real, SCHEMA, radius=0.1)["covered"] == 1
+    assert feedback_sums(synthetic, real, SCHEMA, radius=0.2)["covered"] == 2
 
 
-def test_release_cost_by_hand():
-    # 4 values, 101 rows: L2 sensitivity sqrt(4)/100 = 0.02; noise std 0.1 -> multiplier 5.
-    assert gaussian_release_cost(4, 0.1, 101) == pytest.approx(5.0)
-    with pytest.raises(ValueError, match="n_rows"):
-        gaussian_release_cost(4, 0.1, 1)
+def test_distance_sums_by_hand():
+    # Real {0, 1, 2}, synthetic {0.5, 2.5}: at x=0 C=1, 3F=0 -> 1; x=0.5: C=1, 3F=1.5 -> 0.5; x=1: C=2, 1.5 -> 0.5;
+    # x=2: C=3, 1.5 -> 1.5; x=2.5: C=3, 3 -> 0. So n·KS = 1.5 (KS = 0.5).
+    assert ks_distance_count(np.array([0.0, 1.0, 2.0]), np.array([0.5, 2.5])) == pytest.approx(1.5)
+    # Real a,a,b (n=3), synthetic shares a 1/4, c 3/4: ½(|2 − 0.75| + |1 − 0| + |0 − 2.25|) = 2.25.
+    real, synthetic = pd.Series(["a", "a", "b"]), pd.Series(["a", "c", "c", "c"])
+    assert tv_distance_count(real, synthetic) == pytest.approx(2.25)
+    assert ks_distance_count(np.array([]), np.array([1.0])) == 0.0
 
 
-def test_each_aggregate_moves_by_at_most_one_over_n_minus_one_when_a_row_is_added_or_removed():
-    real, synthetic = rows(40, 3), rows(60, 4)
-    bound = 1.0 / (len(real) - 1)
-    exact = fidelity_aggregates(synthetic, real, SCHEMA)
-    rng = np.random.default_rng(5)
-    extremes = pd.DataFrame({"x": [10.0, -10.0], "y": [10.0, 0.0], "group": ["b", "a"]})
-    neighbours = [real.drop(index=i).reset_index(drop=True) for i in rng.choice(len(real), 10, replace=False)]
-    neighbours += [pd.concat([real, extremes.iloc[[j]]], ignore_index=True) for j in range(2)]
-    worst = max(
-        abs(fidelity_aggregates(synthetic, other, SCHEMA)[key] - value)
-        for other in neighbours
-        for key, value in exact.items()
-    )
-    assert 0 < worst <= bound + 1e-12
+def test_each_sum_moves_by_at_most_one_when_a_row_is_added_or_removed_whatever_the_row_count():
+    for n in (5, 40, 400):
+        real, synthetic = rows(n, 3), rows(60, 4)
+        exact = feedback_sums(synthetic, real, SCHEMA)
+        rng = np.random.default_rng(5)
+        extremes = pd.DataFrame({"x": [10.0, -10.0, 0.0], "y": [10.0, 0.0, 0.0], "group": ["b", "a", "a"]})
+        picks = rng.choice(len(real), min(10, len(real)), replace=False)
+        neighbours = [real.drop(index=i).reset_index(drop=True) for i in picks]
+        neighbours += [pd.concat([real, extremes.iloc[[j]]], ignore_index=True) for j in range(3)]
+        moves = [abs(feedback_sums(synthetic, other, SCHEMA)[key] - value)
+                 for other in neighbours for key, value in exact.items()]  # fmt: skip
+        assert 0 < max(moves) <= 1.0 + 1e-9
 
 
-def test_noise_has_the_stated_scale():
+def test_feedback_noise_has_the_stated_scale_and_is_secret():
     real, synthetic = rows(60, 6), rows(60, 7)
-    exact = fidelity_aggregates(synthetic, real, SCHEMA)
-    assert noisy_fidelity(synthetic, real, SCHEMA, 0.0, np.random.default_rng(0))["values"] == exact
-    rng = np.random.default_rng(8)
+    exact = feedback_sums(synthetic, real, SCHEMA)
+    assert set(exact) == {"distance:x", "distance:y", "distance:group", "covered"}
     draws = []
     for _ in range(300):
-        released = noisy_fidelity(synthetic, real, SCHEMA, 0.05, rng)
+        released = noisy_feedback(synthetic, real, SCHEMA, 0.5, NoiseSource.secret_source())
         draws += [released["values"][k] - v for k, v in exact.items()]
     draws = np.asarray(draws)
-    assert abs(draws.mean()) < 0.005
-    assert draws.std() == pytest.approx(0.05, rel=0.08)
-    assert released["num_values"] == 4
-    assert released["noise_multiplier"] == pytest.approx(0.05 * 59 / math.sqrt(4))
+    assert released["num_values"] == 4 and released["noise_std"] == pytest.approx(0.5 * math.sqrt(4))
+    assert abs(draws.mean()) < 0.1
+    assert draws.std() == pytest.approx(1.0, rel=0.08)
+    again = [noisy_feedback(synthetic, real, SCHEMA, 0.5, NoiseSource.reproducible(1, "a", "feedback"))
+             for _ in range(2)]  # fmt: skip
+    assert again[0] == again[1]
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        noisy_feedback(synthetic, real, SCHEMA, 0.0, NoiseSource.secret_source())
 
 
 def test_epsilon_with_release_adds_one_gaussian_release():

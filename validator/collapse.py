@@ -26,7 +26,7 @@ back to the last healthy round with a lower learning rate.
 
 These signals detect *collapse*, not fidelity: an untrained generator that
 spreads noise over the whole domain looks healthy. Fidelity needs real rows and
-so must come from the sites (``validator.site_checks.noisy_fidelity``, under DP).
+so must come from the sites (``validator.site_checks.noisy_feedback``, under DP).
 """
 
 from __future__ import annotations

@@ -235,7 +235,33 @@ def _validator(report: Mapping[str, Any], plot: bool) -> list[str]:
     rule = (validator.get("config") or {}).get("rule")
     if rule:
         lines += ["Collapse rule in force: " + ", ".join(f"{k} = {v}" for k, v in rule.items()) + ".", ""]
-    return lines
+    return lines + _site_feedback(validator.get("site_feedback") or {})
+
+
+def _site_feedback(feedback: Mapping[str, Any]) -> list[str]:
+    """The sites' DP fidelity feedback per round, as pooled scores (only when the run asked for it)."""
+    if not feedback:
+        return []
+    lines = [
+        "### Fidelity at the sites (DP feedback)",
+        "",
+        "Scored by the sites against their real rows and released with noise charged to their budgets "
+        "(`validator-feedback-every`); 1 = the sample matches. *Shape* is 1 − the KS (numbers) or total-variation "
+        "(categories) distance, *coverage* the share of real rows with a sample row nearby. Each score carries "
+        "noise of the std shown, so differences smaller than about twice it mean nothing.",
+        "",
+    ]
+    columns = sorted({k for entry in feedback.values() for k in entry.get("values", {})})
+    rounds = sorted(feedback, key=int)
+    lines += _table(
+        ["round", *columns, "noise std", "sites"],
+        [
+            [r, *(_num(feedback[r].get("values", {}).get(c)) for c in columns), _num(feedback[r].get("noise_std")),
+             len(feedback[r].get("sites", []))]
+            for r in rounds
+        ],
+    )  # fmt: skip
+    return [*lines, ""]
 
 
 _RULE_NAMES = {

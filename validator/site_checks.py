@@ -15,8 +15,11 @@ synthetic table, computes, and sends back only:
   Gaussian mechanism with noise multiplier z, which the site charges to its
   accountant as one ``(z, 1.0, 1)`` entry before it replies. The exact counts
   (``_real_row_counts``) never leave this module.
-- ``noisy_fidelity``: fidelity aggregates with Gaussian noise, charged to the
-  site's privacy accountant through ``gaussian_release_cost``.
+- ``noisy_feedback``: the validator's per-column distances and coverage of a
+  synthetic sample, as *sums* over the site's rows (each moved by at most 1 by one
+  row, whatever the row count), with Gaussian noise of scale z·sqrt(K), K the
+  number of sums; charged as one ``(z, 1.0, 1)`` entry before the site replies.
+  The server turns them into scores by dividing by the site's public row count.
 
 Distances are Euclidean in the codec's encoded space (``tabular.codec.TableCodec``:
 numeric columns scaled to [-1, 1] over the public bounds, categories one-hot), the
@@ -33,7 +36,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metrics.fidelity import ks_complement, tv_complement
 from metrics.neighbours import nearest_distances
 from privacy.budget import History, epsilon_of
 from privacy.secret_noise import NoiseSource
@@ -147,54 +149,107 @@ def noisy_release_counts(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Noisy fidelity aggregates
+# Validator feedback: noisy sums whose sensitivity does not depend on the site's row count
 # ---------------------------------------------------------------------------------------------------------------------
-def fidelity_aggregates(
+def ks_distance_count(real: np.ndarray, synthetic: np.ndarray) -> float:
+    """n·D: the Kolmogorov–Smirnov distance between ``real`` (n values) and ``synthetic``, times n.
+
+    n·D = sup_x |C(x) − n·F(x)|, with C the count of real values ≤ x and F the synthetic ECDF. Both
+    are right-continuous step functions that move only at the pooled values, so the sup over the
+    reals is the max over those values (and 0 left of all of them). Adding a real row y changes
+    C(x) − n·F(x) at every x by 1[y ≤ x] − F(x), which lies in [−1, 1]: sensitivity 1, whatever n.
+    """
+    synthetic = np.sort(np.asarray(synthetic, dtype=np.float64))
+    real = np.sort(np.asarray(real, dtype=np.float64))
+    if len(real) == 0:
+        return 0.0
+    if len(synthetic) == 0:
+        return float(len(real))  # F ≡ 0: the sup is C at the largest value
+    points = np.concatenate([real, synthetic])
+    below_real = np.searchsorted(real, points, side="right")
+    below_synthetic = np.searchsorted(synthetic, points, side="right") / len(synthetic)
+    return float(np.max(np.abs(below_real - len(real) * below_synthetic)))
+
+
+def tv_distance_count(real: pd.Series, synthetic: pd.Series) -> float:
+    """n·TV: the total-variation distance between the category shares of ``real`` and ``synthetic``, times n.
+
+    n·TV = ½ Σ_c |count_c − n·p_c| over every category of either table. Adding a real row of
+    category c moves count_c by 1 and every n·p_d by p_d: the sum moves by at most
+    ½(|1 − p_c| + Σ_{d≠c} p_d) = 1 − p_c ≤ 1. Sensitivity 1, whatever n.
+    """
+    counts = real.astype(str).value_counts()
+    shares = synthetic.astype(str).value_counts(normalize=True) if len(synthetic) else pd.Series(dtype=float)
+    categories = counts.index.union(shares.index)
+    gap = counts.reindex(categories, fill_value=0) - len(real) * shares.reindex(categories, fill_value=0.0)
+    return float(0.5 * np.abs(gap.to_numpy(dtype=np.float64)).sum())
+
+
+def feedback_sums(
     synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, radius: float = DEFAULT_RADIUS
 ) -> dict[str, float]:
-    """Exact aggregates, each a mean over the site's real rows (stays on the site; never send these).
+    """Exact feedback sums over the site's real rows (stays on the site; never send these).
 
-    - ``shape:<column>``: KS complement (numeric) or TV complement (discrete), as in
-      ``metrics.fidelity.column_shapes``;
-    - ``coverage``: share of real rows with a synthetic row within the public ``radius``
-      (encoded space). This is a fixed-radius variant of Naeem et al.'s coverage: their
-      radius is each real row's k-th-neighbour distance, which one added row can shrink for
-      many other rows, so its sensitivity is not bounded by 1/n. A public radius makes each
-      real row's contribution depend on that row alone.
+    - ``distance:<column>``: n·KS (numeric) or n·TV (discrete) distance of the column
+      (``ks_distance_count``, ``tv_distance_count``); sensitivity 1 each;
+    - ``covered``: real rows with a synthetic row within the public ``radius`` in encoded space
+      (a fixed-radius variant of Naeem et al.'s coverage, whose own radius, a k-th-neighbour
+      distance among real rows, one added row could shrink for many rows); sensitivity 1.
+
+    Sums, not means: a mean's sensitivity 1/(n−1) depends on the private row count n, a sum's
+    does not. The server divides by the site's public row count (``server.validation.combine_feedback``).
     """
     out = {}
     for col in schema.columns:
         if col.is_numeric:
-            out[f"shape:{col.name}"] = ks_complement(real[col.name].to_numpy(), synthetic[col.name].to_numpy())
+            out[f"distance:{col.name}"] = ks_distance_count(
+                pd.to_numeric(real[col.name]).to_numpy(), pd.to_numeric(synthetic[col.name]).to_numpy()
+            )
         else:
-            out[f"shape:{col.name}"] = tv_complement(real[col.name], synthetic[col.name])
-    codec = TableCodec(schema)
-    nearest = nearest_distances(
-        codec.encode(real[schema.names]).astype(np.float64), codec.encode(synthetic[schema.names]).astype(np.float64)
-    )[:, 0]
-    out["coverage"] = float((nearest <= radius).mean())
+            out[f"distance:{col.name}"] = tv_distance_count(real[col.name], synthetic[col.name])
+    if len(real) and len(synthetic):
+        codec = TableCodec(schema)
+        nearest = nearest_distances(
+            codec.encode(real[schema.names]).astype(np.float64),
+            codec.encode(synthetic[schema.names]).astype(np.float64),
+        )[:, 0]
+        out["covered"] = float((nearest <= radius).sum())
+    else:
+        out["covered"] = 0.0
     return out
 
 
-def gaussian_release_cost(num_values: int, noise_std: float, n_rows: int) -> float:
-    """Noise multiplier of releasing ``num_values`` per-row means with Gaussian noise of std ``noise_std`` each.
+def noisy_feedback(
+    synthetic: pd.DataFrame,
+    real: pd.DataFrame,
+    schema: Schema,
+    noise_multiplier: float,
+    noise: NoiseSource,
+    radius: float = DEFAULT_RADIUS,
+) -> dict[str, Any]:
+    """The validator's feedback on ``synthetic`` from this site's rows, as a DP release.
 
-    Sensitivity: each value is a mean over the site's ``n_rows`` rows of a quantity in [0, 1]
-    (a KS or TV complement, a coverage share). Adding one row moves such a mean by at most
-    1/(n+1), removing one by at most 1/(n-1); so each value moves by at most 1/(n-1) and the
-    vector of ``num_values`` values by at most sqrt(num_values)/(n-1) in L2 norm (one row
-    can move all of them). Adding N(0, noise_std²) to each is the Gaussian mechanism with
-    noise multiplier z = noise_std / (sqrt(num_values)/(n-1)); an Opacus accountant history
-    entry ``(z, 1.0, 1)`` (sample rate 1, one step) accounts for it exactly.
+    ``feedback_sums`` has K = (columns + 1) values, each moved by at most 1 when one row is added
+    or removed, so the vector moves by at most sqrt(K) in L2 norm; K depends on the public schema
+    only. Each value gets Gaussian noise of std ``noise_multiplier * sqrt(K)`` from ``noise``
+    (floating-point-safe, ``NoiseSource.gaussian``): a Gaussian mechanism with that noise
+    multiplier, which the caller charges to the site's accountant as ``(noise_multiplier, 1.0, 1)``
+    before sending. Values are not clipped, so sums over sites stay unbiased.
     """
-    if num_values < 1:
-        raise ValueError(f"num_values must be at least 1, got {num_values}")
-    if n_rows < 2:
-        raise ValueError(f"n_rows must be at least 2, got {n_rows}")
-    if not noise_std > 0:
-        raise ValueError(f"noise_std must be positive, got {noise_std}")
-    sensitivity = math.sqrt(num_values) / (n_rows - 1)
-    return float(noise_std / sensitivity)
+    if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+        raise ValueError(f"noise_multiplier must be a positive finite number, got {noise_multiplier!r}")
+    if not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a positive finite number, got {radius!r}")
+    exact = feedback_sums(synthetic, real, schema, radius)
+    std = float(noise_multiplier * math.sqrt(len(exact)))
+    draws = noise.gaussian(len(exact), std)
+    return {
+        "values": {key: float(value + draw) for (key, value), draw in zip(exact.items(), draws, strict=True)},
+        "noise_std": std,
+        "num_values": len(exact),
+        "radius": float(radius),
+        "synthetic_rows": len(synthetic),
+    }
 
 
 def epsilon_with_release(history: History, noise_multiplier: float, delta: float, accountant: str) -> float:
@@ -206,35 +261,3 @@ def epsilon_with_release(history: History, noise_multiplier: float, delta: float
     with warnings.catch_warnings():  # Opacus's PRV accountant warns about log(1 - q) at q = 1
         warnings.simplefilter("ignore", RuntimeWarning)
         return epsilon_of([*history, (float(noise_multiplier), 1.0, 1)], delta, accountant)
-
-
-def noisy_fidelity(
-    synthetic: pd.DataFrame,
-    real: pd.DataFrame,
-    schema: Schema,
-    noise_scale: float,
-    rng: np.random.Generator,
-    radius: float = DEFAULT_RADIUS,
-) -> dict[str, Any]:
-    """``fidelity_aggregates`` with N(0, noise_scale²) added to each value: what a site may send back.
-
-    Returns ``values`` (noisy; not clipped, so a mean over sites stays unbiased: values may
-    fall slightly outside [0, 1]), ``noise_std``, ``num_values``, ``radius`` and
-    ``noise_multiplier`` (``gaussian_release_cost``), which the site appends to its
-    accountant's history as ``(noise_multiplier, 1.0, 1)`` before sending. ``noise_scale``
-    0 means no noise and no DP (tests only). For production use a cryptographically secure
-    RNG, as for DP-SGD.
-    """
-    if noise_scale < 0:
-        raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
-    exact = fidelity_aggregates(synthetic, real, schema, radius)
-    noise = rng.normal(0.0, noise_scale, len(exact)) if noise_scale > 0 else np.zeros(len(exact))
-    values = {key: float(value + draw) for (key, value), draw in zip(exact.items(), noise, strict=True)}
-    multiplier = gaussian_release_cost(len(exact), noise_scale, len(real)) if noise_scale > 0 else None
-    return {
-        "values": values,
-        "noise_std": float(noise_scale),
-        "num_values": len(exact),
-        "radius": float(radius),
-        "noise_multiplier": multiplier,
-    }
