@@ -71,22 +71,22 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from client.task import plan_budget, train_round
+from fedsynth.client.task import plan_budget, train_round
 from fedsynth.config import RunConfig
-from models.gan import Discriminator, GanShape, Generator, build_gan
-from privacy.budget import SiteBudget
-from privacy.dp_training import (
+from fedsynth.models.gan import Discriminator, GanShape, Generator, build_gan
+from fedsynth.privacy.budget import SiteBudget
+from fedsynth.privacy.dp_training import (
     discriminator_step,
     fake_batch,
     generator_step,
     make_private_discriminator,
     sample_rate_for,
 )
-from privacy.secret_noise import NoiseSource
-from tabular.codec import TableCodec
-from tabular.datasets import DEFAULT_DATA, DEFAULT_SCHEMA
-from tabular.loading import load_table
-from tabular.schema import load_schema
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.datasets import DEFAULT_DATA, DEFAULT_SCHEMA
+from fedsynth.tabular.loading import load_table
+from fedsynth.tabular.schema import load_schema
 
 PER_SAMPLE_MODES = ("ghost", "hooks", "functorch", "ew")
 BLOCK_SECONDS = 0.15  # aim for blocks of about this long, so slow modes do not dominate the run

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tabular.datasets import resolve_schema_path
-from tabular.loading import load_table
-from tabular.schema import Schema, load_schema
-from tabular.table import validate_frame
+from fedsynth.tabular.datasets import resolve_schema_path
+from fedsynth.tabular.loading import load_table
+from fedsynth.tabular.schema import Schema, load_schema
+from fedsynth.tabular.table import validate_frame
 
 HERE = Path(__file__).resolve().parent / "fidelity"
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")

@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.config import RunConfig
-from metrics.fidelity import column_shapes, pair_trends
-from privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
-from server.calibration import OVERSAMPLE, rake
-from tabular.schema import Schema, load_schema
-from tabular.table import validate_frame
+from fedsynth.metrics.fidelity import column_shapes, pair_trends
+from fedsynth.privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
+from fedsynth.server.calibration import OVERSAMPLE, rake
+from fedsynth.tabular.schema import Schema, load_schema
+from fedsynth.tabular.table import validate_frame
 
 SWEEPS = {"hi": "outputs/fidelity-hi", "medexp": "outputs/fidelity-medexp"}
 

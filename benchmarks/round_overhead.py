@@ -64,19 +64,19 @@ from types import SimpleNamespace
 import torch
 from cpu_load import cpu_busy  # benchmarks/ sits first on sys.path when a script runs
 
-from client.site_data import load_site, schema_from_text
-from client.task import plan_budget, train_round
+from fedsynth.client.site_data import load_site, schema_from_text
+from fedsynth.client.task import plan_budget, train_round
 from fedsynth.config import RunConfig
-from models.gan import GanShape, build_gan
-from models.packing import pack, unpack
-from privacy.budget import SiteBudget, clear_epsilon_cache
-from privacy.dp_training import sample_rate_for
-from privacy.secret_noise import NoiseSource
-from simulations.runner import is_alive, run_simulation, stop_processes
-from simulations.setup import prepare_simulation
-from tabular.codec import TableCodec
-from tabular.datasets import resolve_schema_path
-from tabular.schema import dump_schema_text, load_schema
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.models.packing import pack, unpack
+from fedsynth.privacy.budget import SiteBudget, clear_epsilon_cache
+from fedsynth.privacy.dp_training import sample_rate_for
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.simulations.runner import is_alive, run_simulation, stop_processes
+from fedsynth.simulations.setup import prepare_simulation
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.datasets import resolve_schema_path
+from fedsynth.tabular.schema import dump_schema_text, load_schema
 
 TAG_VAR = "FEDSYNTH_BENCHMARK_TAG"
 WORKERS = 2

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from fedsynth.config import RunConfig
-from simulations.runner import run_simulation
-from simulations.setup import prepare_simulation
+from fedsynth.simulations.runner import run_simulation
+from fedsynth.simulations.setup import prepare_simulation
 
 WATCHED = ("flower-", "flwr-", "ray::", "raylet", "gcs_server")
 

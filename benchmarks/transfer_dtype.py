@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from fedsynth.config import RunConfig
-from models.gan import GanShape, build_gan
-from tabular.codec import TableCodec
-from tabular.datasets import DEFAULT_DATA, resolve_schema_path
-from tabular.schema import load_schema
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.datasets import DEFAULT_DATA, resolve_schema_path
+from fedsynth.tabular.schema import load_schema
 
 HERE = Path(__file__).resolve().parent / "transfer"
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")

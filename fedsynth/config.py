@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fedsynth.errors import ConfigError
-from tabular.datasets import DEFAULT_DATA
+from fedsynth.tabular.datasets import DEFAULT_DATA
 
 ACCOUNTANTS = ("prv", "rdp")
 VALIDATOR_ACTIONS = ("record", "stop", "rollback")

@@ -13,13 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from metrics.detection import detection
-from metrics.fidelity import column_shapes, pair_trends
-from metrics.prdc import prdc
-from metrics.privacy import privacy
-from metrics.report import json_safe
-from metrics.utility import utility
-from tabular.schema import Schema
+from fedsynth.metrics.detection import detection
+from fedsynth.metrics.fidelity import column_shapes, pair_trends
+from fedsynth.metrics.prdc import prdc
+from fedsynth.metrics.privacy import privacy
+from fedsynth.metrics.report import json_safe
+from fedsynth.metrics.utility import utility
+from fedsynth.tabular.schema import Schema
 
 PRDC_K = 5
 

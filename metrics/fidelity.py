@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
-from tabular.schema import Schema
+from fedsynth.tabular.schema import Schema
 
 N_QUANTILE_BINS = 10
 

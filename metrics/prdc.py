@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metrics.neighbours import nearest_distances, pairwise_distances
-from metrics.sampling import encode, subsample
-from tabular.schema import Schema
+from fedsynth.metrics.neighbours import nearest_distances, pairwise_distances
+from fedsynth.metrics.sampling import encode, subsample
+from fedsynth.tabular.schema import Schema
 
 
 def knn_radii(features: np.ndarray, k: int) -> np.ndarray:

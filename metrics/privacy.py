@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from metrics.neighbours import nearest_distances
-from metrics.sampling import encode, subsample
-from tabular.schema import Schema
+from fedsynth.metrics.neighbours import nearest_distances
+from fedsynth.metrics.sampling import encode, subsample
+from fedsynth.tabular.schema import Schema
 
 
 def exact_match_rate(synthetic: pd.DataFrame, reference: pd.DataFrame, schema: Schema) -> float:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tabular.codec import TableCodec
-from tabular.schema import Schema
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import Schema
 
 
 def subsample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:

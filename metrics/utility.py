@@ -26,9 +26,9 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
 
 from fedsynth.errors import SchemaError
-from metrics.models import fit_classifier, fit_regressor
-from tabular.codec import TableCodec
-from tabular.schema import Schema
+from fedsynth.metrics.models import fit_classifier, fit_regressor
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import Schema
 
 VALIDATION_SHARE = 0.1  # HistGradientBoosting's default validation_fraction for early stopping
 

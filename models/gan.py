@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tabular.codec import TableCodec
+from fedsynth.tabular.codec import TableCodec
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ is in the report) and say "canary" when the observed output differs from it.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,11 +48,11 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fedsynth.config import RunConfig
-from models.gan import GanShape, build_gan
-from privacy.audit import AuditResult, audit_mechanism
-from privacy.budget import SiteBudget, epsilon_of, measurement_noise
-from privacy.dp_training import discriminator_step, make_private_discriminator, sample_rate_for
-from privacy.histograms import (
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.privacy.audit import AuditResult, audit_mechanism
+from fedsynth.privacy.budget import SiteBudget, epsilon_of, measurement_noise
+from fedsynth.privacy.dp_training import discriminator_step, make_private_discriminator, sample_rate_for
+from fedsynth.privacy.histograms import (
     add_noise,
     count,
     count_pairs,
@@ -61,12 +62,12 @@ from privacy.histograms import (
     release_noise_std,
     schema_bins,
 )
-from privacy.secret_noise import NoiseSource
-from strategies.client_dp import GanClientDP
-from tabular.codec import TableCodec
-from tabular.schema import Schema
-from tabular.table import validate_frame
-from validator.site_checks import _real_row_counts, feedback_sums, noisy_feedback, noisy_release_counts
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.strategies.client_dp import GanClientDP
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import Schema
+from fedsynth.tabular.table import validate_frame
+from fedsynth.validator.site_checks import _real_row_counts, feedback_sums, noisy_feedback, noisy_release_counts
 
 CLIENT_LEVEL_SITES = 4  # m in the client-level audit
 CLIENT_LEVEL_DIM = 512  # length of the audited update vector
@@ -251,7 +252,12 @@ def audit_client_level(config: RunConfig, trials: int, confidence: float) -> Mec
     origin = ArrayRecord({"w": Array(np.zeros(CLIENT_LEVEL_DIM, dtype=np.float64))})
 
     def release(with_canary: bool, noise_for_round: Callable[[int], NoiseSource]) -> np.ndarray:
-        strategy = GanClientDP(noise_multiplier=z, clipping_norm=clip, noise_for_round=noise_for_round)
+        flower_log = logging.getLogger("flwr")
+        level, flower_log.level = flower_log.level, logging.ERROR  # one warning per strategy, thousands of times
+        try:
+            strategy = GanClientDP(noise_multiplier=z, clipping_norm=clip, noise_for_round=noise_for_round)
+        finally:
+            flower_log.setLevel(level)
         strategy.admit(CLIENT_LEVEL_SITES)
         strategy._global = origin
         rows = [*others, canary_update] if with_canary else list(others)

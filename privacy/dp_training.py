@@ -35,8 +35,8 @@ from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from torch import nn
 from torch.nn import functional as F
 
-from privacy.budget import SiteBudget
-from privacy.secret_noise import NoiseSource
+from fedsynth.privacy.budget import SiteBudget
+from fedsynth.privacy.secret_noise import NoiseSource
 
 # Benign and expected with ghost clipping: its first backward pass differentiates
 # with respect to module outputs only.

@@ -37,9 +37,9 @@ import pandas as pd
 from flwr.app import Array, ArrayRecord
 
 from fedsynth.errors import ConfigError
-from privacy.secret_noise import NoiseSource
-from tabular.codec import unwarp, warp
-from tabular.schema import Column, Schema
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.codec import unwarp, warp
+from fedsynth.tabular.schema import Column, Schema
 
 DEFAULT_BINS = 32
 DEFAULT_PAIR_BINS = 8

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from privacy.budget import SiteBudget, epsilon_of
+from fedsynth.privacy.budget import SiteBudget, epsilon_of
 
 
 def most_spent(delta: float, accountant: str, *candidates: SiteBudget | None) -> SiteBudget | None:

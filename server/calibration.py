@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.gan import Generator
-from privacy.histograms import Marginals, bin_index
-from tabular.codec import TableCodec
+from fedsynth.models.gan import Generator
+from fedsynth.privacy.histograms import Marginals, bin_index
+from fedsynth.tabular.codec import TableCodec
 
 SUPPRESSED = -30.0  # logit bias of a category the DP marginal says is absent
 OVERSAMPLE = 5  # raking draws this many generator rows per requested row ...

@@ -17,10 +17,10 @@ import torch
 from flwr.app import ArrayRecord
 
 from fedsynth.errors import CheckpointError
-from models.gan import GanShape
-from models.packing import split
-from privacy.histograms import Marginals
-from tabular.schema import Schema, parse_schema
+from fedsynth.models.gan import GanShape
+from fedsynth.models.packing import split
+from fedsynth.privacy.histograms import Marginals
+from fedsynth.tabular.schema import Schema, parse_schema
 
 FORMAT = "fedsynth-checkpoint/1"
 

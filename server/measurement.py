@@ -19,14 +19,14 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from client.client_app import LEDGERS_KEY
+from fedsynth.client.client_app import LEDGERS_KEY
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
-from privacy.histograms import Marginals, one_way_weight, pair_layout, parse_pairs, read_release, schema_bins
-from server.run_state import RunState, keep_ledgers
-from server.validation import Participation
-from strategies.gan_fedavg import GanFedAvg, failure_reason
-from tabular.schema import Schema
+from fedsynth.privacy.histograms import Marginals, one_way_weight, pair_layout, parse_pairs, read_release, schema_bins
+from fedsynth.server.run_state import RunState, keep_ledgers
+from fedsynth.server.validation import Participation
+from fedsynth.strategies.gan_fedavg import GanFedAvg, failure_reason
+from fedsynth.tabular.schema import Schema
 
 MARGINALS_STATE = "marginals"
 

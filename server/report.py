@@ -16,7 +16,7 @@ from typing import Any
 
 from fedsynth import __version__
 from fedsynth.config import RunConfig
-from strategies.gan_fedavg import RoundLog
+from fedsynth.strategies.gan_fedavg import RoundLog
 
 NOISE_SECRET = "ChaCha20 keyed from the operating system's CSPRNG per mechanism; counts: OpenDP discrete Gaussian"
 NOISE_REPRODUCIBLE = "derived from the run's seed (reproducible-noise = true)"

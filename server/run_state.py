@@ -18,8 +18,8 @@ from typing import Any
 from flwr.app import Message
 
 from fedsynth.errors import CheckpointError
-from server.report import json_safe, write_json
-from strategies.gan_fedavg import RoundLog, site_name
+from fedsynth.server.report import json_safe, write_json
+from fedsynth.strategies.gan_fedavg import RoundLog, site_name
 
 STATE_FILE = "state.json"
 STATE_FORMAT = "fedsynth-run-state/1"

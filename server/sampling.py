@@ -6,12 +6,12 @@ import pandas as pd
 import torch
 from flwr.app import ArrayRecord
 
-from models.gan import GanShape, Generator, build_gan
-from models.packing import unpack
-from privacy.histograms import Marginals
-from server.calibration import calibrated_sample
-from tabular.codec import TableCodec
-from tabular.schema import Schema
+from fedsynth.models.gan import GanShape, Generator, build_gan
+from fedsynth.models.packing import unpack
+from fedsynth.privacy.histograms import Marginals
+from fedsynth.server.calibration import calibrated_sample
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import Schema
 
 _CHUNK = 50_000
 

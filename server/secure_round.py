@@ -44,7 +44,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from client.secure_aggregation import KEYS_FIELD
+from fedsynth.client.secure_aggregation import KEYS_FIELD
 
 # Each site scales its update by rows / max_weight before quantisation, so the error of the mean is about
 # sites x 2 x CLIPPING_RANGE / QUANTIZATION_RANGE x max_weight / total rows. max_weight is the largest site's

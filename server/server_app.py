@@ -10,7 +10,7 @@ from flwr.supercore import log
 
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
-from server.federation import run_federation
+from fedsynth.server.federation import run_federation
 
 app = ServerApp()
 

@@ -33,13 +33,13 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from client.client_app import PURPOSE_KEY, SYNTHETIC_KEY, THRESHOLD_KEY
-from privacy.budget import SiteBudget
-from server.run_state import keep_ledgers
-from strategies.gan_fedavg import failure_reason, site_name
-from validator.policy import Policy, ReleaseRules
-from validator.release import ReleaseDecision, apply_release_rules, prepare_release
-from validator.sovereignty import epsilon_caps_rule, participation_rule
+from fedsynth.client.client_app import PURPOSE_KEY, SYNTHETIC_KEY, THRESHOLD_KEY
+from fedsynth.privacy.budget import SiteBudget
+from fedsynth.server.run_state import keep_ledgers
+from fedsynth.strategies.gan_fedavg import failure_reason, site_name
+from fedsynth.validator.policy import Policy, ReleaseRules
+from fedsynth.validator.release import ReleaseDecision, apply_release_rules, prepare_release
+from fedsynth.validator.sovereignty import epsilon_caps_rule, participation_rule
 
 DEFAULT_POLICY = Policy(allowed_jurisdictions=(), release=ReleaseRules(no_copies=True), name="default",
                         description="no policy given: every site admitted; no released row may copy a real one",

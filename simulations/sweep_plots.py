@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from simulations.sweep_config import SweepConfig
+from fedsynth.simulations.sweep_config import SweepConfig
 
 COLOURS = {"fedsynth": "tab:blue", "central": "tab:orange", "marginals": "tab:green", "real": "0.35"}
 STYLES = ("-", "--", ":", "-.")
@@ -71,7 +71,7 @@ def _panel(ax: Any, frame: pd.DataFrame, partition: str, metric: str, reference_
 
 def write_plots(frame: pd.DataFrame, config: SweepConfig, folder: Path) -> list[Path]:
     """Write the three PNGs into ``folder``; returns their paths."""
-    from simulations.sweep import utility_metric
+    from fedsynth.simulations.sweep import utility_metric
 
     folder.mkdir(parents=True, exist_ok=True)
     frame = frame[frame["error"].isna()]

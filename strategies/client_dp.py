@@ -27,9 +27,9 @@ import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 
 from fedsynth.config import RunConfig
-from privacy.budget import epsilon_of
-from privacy.secret_noise import NoiseSource
-from strategies.gan_fedavg import GanFedAvg, flatten
+from fedsynth.privacy.budget import epsilon_of
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.strategies.gan_fedavg import GanFedAvg, flatten
 
 UNIT_WEIGHT_KEY = "unit-weight"  # every site reports 1: sites count equally, whatever their size
 

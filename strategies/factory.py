@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fedsynth.config import RunConfig
-from strategies.client_dp import client_dp_strategy
-from strategies.gan_fedavg import GanFedAvg
-from strategies.robust import GanMedian, GanMultiKrum, GanTrimmedMean
+from fedsynth.strategies.client_dp import client_dp_strategy
+from fedsynth.strategies.gan_fedavg import GanFedAvg
+from fedsynth.strategies.robust import GanMedian, GanMultiKrum, GanTrimmedMean
 
 
 def build_strategy(config: RunConfig) -> GanFedAvg:

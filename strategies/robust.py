@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from flwr.supercore import log
 
-from strategies.gan_fedavg import GanFedAvg, weighted_mean
+from fedsynth.strategies.gan_fedavg import GanFedAvg, weighted_mean
 
 
 def coordinate_median(matrix: np.ndarray) -> np.ndarray:

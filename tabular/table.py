@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.errors import DataError
-from tabular.schema import BOOLEAN_CATEGORIES, Column, Schema, category_label
+from fedsynth.tabular.schema import BOOLEAN_CATEGORIES, Column, Schema, category_label
 
 _BOOLEAN_SPELLINGS = {
     "false": "false", "0": "false", "no": "false", "f": "false", "n": "false",

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tabular.schema import parse_schema
+from fedsynth.tabular.schema import parse_schema
 
 warnings.filterwarnings("ignore", module="opacus")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from simulations.runner import (
+from fedsynth.simulations.runner import (
     become_subreaper,
     descendants,
     flower_env,

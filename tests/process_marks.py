@@ -13,7 +13,7 @@ import os
 import uuid
 from pathlib import Path
 
-from simulations.runner import is_alive, processes_matching
+from fedsynth.simulations.runner import is_alive, processes_matching
 
 FLOWER_NAMES = ("flower-superlink", "flower-superexec", "flwr-simulation", "flwr-serverapp", "flwr-clientapp",
                 "raylet", "gcs_server")  # fmt: skip

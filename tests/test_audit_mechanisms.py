@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from fedsynth.config import RunConfig
-from privacy.audit_mechanisms import AUDITS, audit_feedback, audit_histograms, canary_row, run_audits
-from tabular.schema import dump_schema
-from tabular.table import validate_frame
+from fedsynth.privacy.audit_mechanisms import AUDITS, audit_feedback, audit_histograms, canary_row, run_audits
+from fedsynth.tabular.schema import dump_schema
+from fedsynth.tabular.table import validate_frame
 
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 FIELDS = {"mechanism", "epsilon", "epsilon_lower_bound", "interval", "broken_variant", "broken_epsilon_lower_bound"}

@@ -75,11 +75,11 @@ def snapshot(folder: Path) -> dict[str, Any]:
 
 
 def _valid_checkpoint(path: Path) -> None:
-    from models.gan import GanShape, build_gan
-    from models.packing import pack
-    from server.checkpoints import save_checkpoint
-    from tabular.codec import TableCodec
-    from tabular.schema import load_schema
+    from fedsynth.models.gan import GanShape, build_gan
+    from fedsynth.models.packing import pack
+    from fedsynth.server.checkpoints import save_checkpoint
+    from fedsynth.tabular.codec import TableCodec
+    from fedsynth.tabular.schema import load_schema
 
     schema = load_schema(CORPUS / "schema.yaml")
     codec = TableCodec(schema)
@@ -285,7 +285,7 @@ def test_manifest_is_well_formed():
 def test_the_valid_base_passes_validation():
     """The corpus's base table and schema are valid, so each broken variant fails for its own reason."""
     from fedsynth.config import RunConfig
-    from simulations.setup import prepare_simulation
+    from fedsynth.simulations.setup import prepare_simulation
 
     paths = {"data": str(CORPUS / "data/valid.csv"), "schema": str(CORPUS / "schema.yaml")}
     config = RunConfig.from_mapping({**paths, "partition": "iid", "clients": 2})

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.task import train_round
+from fedsynth.client.task import train_round
 from fedsynth.config import RunConfig
-from models.gan import GanShape, build_gan
-from privacy.budget import SiteBudget, epsilon_of
-from privacy.dp_training import sample_rate_for
-from privacy.secret_noise import NoiseSource
-from tabular.codec import TableCodec
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.privacy.budget import SiteBudget, epsilon_of
+from fedsynth.privacy.dp_training import sample_rate_for
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.codec import TableCodec
 
 
 def test_plan_gives_the_largest_step_count_under_epsilon():
@@ -73,7 +73,7 @@ def test_site_refuses_steps_beyond_its_budget(small_schema, small_table):
 def test_epsilon_is_opacus_value_and_shared_histories_are_computed_once():
     from opacus.accountants import create_accountant
 
-    from privacy.budget import _epsilon
+    from fedsynth.privacy.budget import _epsilon
 
     history = [(1.1, 0.5, 37), (4.0, 1.0, 1)]
     fresh = create_accountant(mechanism="prv")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tabular.schema import load_schema
-from tabular.table import read_table
+from fedsynth.tabular.schema import load_schema
+from fedsynth.tabular.table import read_table
 
 # fedsynth/cli.py has no ``if __name__ == "__main__"`` guard, so ``python -m fedsynth.cli`` would do
 # nothing: run the console script installed next to this interpreter.

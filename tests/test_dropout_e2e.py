@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulations.runner import is_alive
+from fedsynth.simulations.runner import is_alive
 
 pytestmark = pytest.mark.e2e
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")

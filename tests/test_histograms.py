@@ -12,9 +12,9 @@ import torch
 from scipy.stats import ks_2samp
 
 from fedsynth.errors import ConfigError
-from models.gan import Generator
-from privacy.budget import SiteBudget, epsilon_of
-from privacy.histograms import (
+from fedsynth.models.gan import Generator
+from fedsynth.privacy.budget import SiteBudget, epsilon_of
+from fedsynth.privacy.histograms import (
     Marginals,
     add_noise,
     column_bins,
@@ -30,11 +30,11 @@ from privacy.histograms import (
     release_record,
     schema_bins,
 )
-from privacy.secret_noise import NoiseSource
-from server.calibration import calibrated_sample
-from tabular.codec import TableCodec
-from tabular.schema import parse_schema
-from tabular.table import validate_frame
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.server.calibration import calibrated_sample
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.tabular.table import validate_frame
 
 
 def test_counts_use_public_bins_with_a_point_bin_at_min(small_schema):

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics.evaluate import evaluate
-from metrics.report import json_safe, summary_lines, write_json
-from tabular.table import validate_frame
+from fedsynth.metrics.evaluate import evaluate
+from fedsynth.metrics.report import json_safe, summary_lines, write_json
+from fedsynth.tabular.table import validate_frame
 
 
 def _fresh(schema, n: int, seed: int) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics.fidelity import (
+from fedsynth.metrics.fidelity import (
     column_shapes,
     contingency_similarity,
     correlation_similarity,
@@ -18,8 +18,8 @@ from metrics.fidelity import (
     quantile_bins,
     tv_complement,
 )
-from tabular.schema import parse_schema
-from tabular.table import validate_frame
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.tabular.table import validate_frame
 
 SCHEMA = parse_schema(
     {

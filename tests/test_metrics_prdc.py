@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics.detection import detection, detection_score, twin_groups
-from metrics.neighbours import nearest_distances
-from metrics.prdc import coverage, density, knn_radii, prdc, prdc_features, precision, recall
-from tabular.schema import parse_schema
-from tabular.table import validate_frame
+from fedsynth.metrics.detection import detection, detection_score, twin_groups
+from fedsynth.metrics.neighbours import nearest_distances
+from fedsynth.metrics.prdc import coverage, density, knn_radii, prdc, prdc_features, precision, recall
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.tabular.table import validate_frame
 
 SCHEMA = parse_schema(
     {

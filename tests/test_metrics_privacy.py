@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics.privacy import closer_share, exact_match_rate, membership_inference_auc, nndr, privacy
-from tabular.schema import parse_schema
-from tabular.table import validate_frame
+from fedsynth.metrics.privacy import closer_share, exact_match_rate, membership_inference_auc, nndr, privacy
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.tabular.table import validate_frame
 
 SCHEMA = parse_schema(
     {

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from fedsynth.errors import SchemaError
-from metrics.utility import predictors, utility
-from tabular.schema import parse_schema
-from tabular.table import validate_frame
+from fedsynth.metrics.utility import predictors, utility
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.tabular.table import validate_frame
 
 SCHEMA = parse_schema(
     {

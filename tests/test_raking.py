@@ -9,13 +9,13 @@ import torch
 
 from fedsynth.config import RunConfig
 from fedsynth.errors import ConfigError
-from models.gan import Generator
-from privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
-from server.calibration import calibrated_sample, rake, recombine
-from server.measurement import MARGINALS_STATE, measure_marginals, measurement_summary
-from server.run_state import RunState
-from tabular.codec import TableCodec
-from tabular.schema import parse_schema
+from fedsynth.models.gan import Generator
+from fedsynth.privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
+from fedsynth.server.calibration import calibrated_sample, rake, recombine
+from fedsynth.server.measurement import MARGINALS_STATE, measure_marginals, measurement_summary
+from fedsynth.server.run_state import RunState
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import parse_schema
 
 TOY = parse_schema(
     {
@@ -115,7 +115,7 @@ def test_pair_settings_are_one_line_config_errors(mapping, key, needle):
 
 
 def test_a_pair_with_a_column_the_schema_lacks_fails_before_the_run():
-    from simulations.setup import prepare_simulation
+    from fedsynth.simulations.setup import prepare_simulation
 
     config = RunConfig.from_mapping({"measure-pairs": "whi:wages"})
     with pytest.raises(ConfigError, match="'measure-pairs' names 'wages', not a schema column"):

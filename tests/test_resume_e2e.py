@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from privacy.budget import SiteBudget
-from simulations.runner import processes_matching
+from fedsynth.privacy.budget import SiteBudget
+from fedsynth.simulations.runner import processes_matching
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ def read_state(out: Path) -> dict | None:
 
 
 def site_epsilons(state: dict) -> dict[str, float]:
-    from privacy.budget import SiteBudget
+    from fedsynth.privacy.budget import SiteBudget
 
     return {name: SiteBudget.from_state(entry).spent for name, entry in state["ledgers"].items()}
 

@@ -17,10 +17,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata,
 
 from fedsynth.config import RunConfig
 from fedsynth.errors import ConfigError
-from models.gan import GanShape, build_gan
-from models.packing import pack, split, unpack
-from strategies.factory import build_strategy
-from strategies.gan_fedavg import (
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.models.packing import pack, split, unpack
+from fedsynth.strategies.factory import build_strategy
+from fedsynth.strategies.gan_fedavg import (
     DISTANCE_KEY,
     GanFedAvg,
     decode_update,
@@ -29,7 +29,7 @@ from strategies.gan_fedavg import (
     norm_outliers,
     unflatten,
 )
-from strategies.robust import (
+from fedsynth.strategies.robust import (
     GanMedian,
     GanMultiKrum,
     GanTrimmedMean,
@@ -38,7 +38,7 @@ from strategies.robust import (
     multi_krum_selection,
     trimmed_mean,
 )
-from tabular.codec import TableCodec
+from fedsynth.tabular.codec import TableCodec
 
 SHAPE_ARGS = {"noise_dim": 4, "generator_hidden": 8, "discriminator_hidden": 8}
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from server.round_timer import RoundTimer
+from fedsynth.server.round_timer import RoundTimer
 
 
 def test_parts_add_up_to_the_total_with_the_rest_as_other():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedsynth.errors import SchemaError, UserError
-from tabular.schema import (
+from fedsynth.tabular.schema import (
     BOOLEAN_CATEGORIES,
     Column,
     dump_schema_text,

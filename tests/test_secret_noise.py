@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from privacy.secret_noise import NoiseSource
+from fedsynth.privacy.secret_noise import NoiseSource
 
 
 def test_secret_sources_never_repeat_and_reproducible_ones_always_do():

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.wire_log import WIRE_LOG_ENV
-from server.checkpoints import load_checkpoint
-from tabular.schema import dump_schema
+from fedsynth.client.wire_log import WIRE_LOG_ENV
+from fedsynth.server.checkpoints import load_checkpoint
+from fedsynth.tabular.schema import dump_schema
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
 from tests.test_site_messages import ALLOWED
 

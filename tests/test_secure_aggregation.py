@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddict_to_fitres
 
-from client.secure_aggregation import (
+from fedsynth.client.secure_aggregation import (
     KEYS_FIELD,
     UnsafeUpdateError,
     _legacy_content,
@@ -23,13 +23,13 @@ from client.secure_aggregation import (
 )
 from fedsynth.config import RunConfig
 from fedsynth.errors import ConfigError
-from models.gan import GanShape, build_gan
-from models.packing import pack
-from server.checkpoints import load_checkpoint
-from server.secure_round import CLIPPING_RANGE, QUANTIZATION_RANGE
-from strategies.gan_fedavg import SECURE_METRICS_RECORD
-from tabular.codec import TableCodec
-from tabular.schema import dump_schema
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.models.packing import pack
+from fedsynth.server.checkpoints import load_checkpoint
+from fedsynth.server.secure_round import CLIPPING_RANGE, QUANTIZATION_RANGE
+from fedsynth.strategies.gan_fedavg import SECURE_METRICS_RECORD
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import dump_schema
 from tests.test_strategy import reply, strategy_with
 
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")

@@ -20,7 +20,7 @@ import pytest
 import tomli_w
 
 from fedsynth.config import RunConfig
-from simulations.runner import (
+from fedsynth.simulations.runner import (
     APP_DIR,
     become_subreaper,
     flower_env,
@@ -28,8 +28,8 @@ from simulations.runner import (
     stop_local_superlink,
     write_flower_home,
 )
-from tabular.schema import dump_schema, load_schema
-from tabular.table import validate_frame
+from fedsynth.tabular.schema import dump_schema, load_schema
+from fedsynth.tabular.table import validate_frame
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
-from client import client_app
-from client.client_app import (
+from fedsynth.client import client_app
+from fedsynth.client.client_app import (
     LEDGERS_KEY,
     POLICY_KEY,
     PURPOSE_KEY,
@@ -27,11 +27,11 @@ from client.client_app import (
     SiteFailureError,
 )
 from fedsynth.config import RunConfig
-from models.gan import GanShape, build_gan
-from models.packing import pack
-from privacy.histograms import estimate_rows
-from tabular.codec import TableCodec
-from tabular.schema import dump_schema_text
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.models.packing import pack
+from fedsynth.privacy.histograms import estimate_rows
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import dump_schema_text
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "privacy.md"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
-from models.gan import GanShape, build_gan
-from models.packing import UpdateShapeError, pack, split, unpack
-from strategies.gan_fedavg import GanFedAvg
-from tabular.codec import TableCodec
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.models.packing import UpdateShapeError, pack, split, unpack
+from fedsynth.strategies.gan_fedavg import GanFedAvg
+from fedsynth.tabular.codec import TableCodec
 
 
 def reply(node: int, record: ArrayRecord | None, examples: int = 100, trained: int = 5, name: str = "") -> Message:

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 from fedsynth.errors import ConfigError
-from simulations.sweep import Cell, dp_marginals, grid_cells
-from simulations.sweep_config import load_sweep_config
-from tabular.schema import dump_schema, parse_schema
-from tabular.table import read_table
+from fedsynth.simulations.sweep import Cell, dp_marginals, grid_cells
+from fedsynth.simulations.sweep_config import load_sweep_config
+from fedsynth.tabular.schema import dump_schema, parse_schema
+from fedsynth.tabular.table import read_table
 from tests.conftest import SMALL_SCHEMA
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from fedsynth.errors import DataError
-from tabular.schema import load_schema, parse_schema
-from tabular.table import read_table, validate_frame, write_table
+from fedsynth.tabular.schema import load_schema, parse_schema
+from fedsynth.tabular.table import read_table, validate_frame, write_table
 
 SCHEMA = parse_schema(
     {

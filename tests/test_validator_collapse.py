@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from fedsynth.errors import ConfigError
-from tabular.schema import parse_schema
-from validator.collapse import CollapseRule, ValidatorHistory, health_score, synthetic_health
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.validator.collapse import CollapseRule, ValidatorHistory, health_score, synthetic_health
 
 SCHEMA = parse_schema(
     {

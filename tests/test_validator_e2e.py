@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from privacy.budget import SiteBudget
-from tabular.schema import dump_schema
+from fedsynth.privacy.budget import SiteBudget
+from fedsynth.tabular.schema import dump_schema
 
 pytestmark = pytest.mark.e2e
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privacy.secret_noise import NoiseSource
-from tabular.schema import parse_schema
-from validator.policy import parse_policy
-from validator.release import apply_release_rules, prepare_release
-from validator.site_checks import noisy_release_counts
-from validator.sovereignty import epsilon_caps_rule, participation_rule, release_section, sovereignty_section
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.validator.policy import parse_policy
+from fedsynth.validator.release import apply_release_rules, prepare_release
+from fedsynth.validator.site_checks import noisy_release_counts
+from fedsynth.validator.sovereignty import epsilon_caps_rule, participation_rule, release_section, sovereignty_section
 
 SCHEMA = parse_schema(
     {

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.config import RunConfig
-from server.report import build_report, write_json
-from strategies.gan_fedavg import RoundLog
-from tabular.schema import parse_schema
-from validator.collapse import ValidatorHistory, synthetic_health
-from validator.policy import parse_policy
-from validator.release import apply_release_rules
-from validator.report_md import epsilon_series, write_markdown_report
-from validator.sovereignty import release_section, sovereignty_section
+from fedsynth.server.report import build_report, write_json
+from fedsynth.strategies.gan_fedavg import RoundLog
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.validator.collapse import ValidatorHistory, synthetic_health
+from fedsynth.validator.policy import parse_policy
+from fedsynth.validator.release import apply_release_rules
+from fedsynth.validator.report_md import epsilon_series, write_markdown_report
+from fedsynth.validator.sovereignty import release_section, sovereignty_section
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SCHEMA = parse_schema(

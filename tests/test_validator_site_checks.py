@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privacy.budget import epsilon_of
-from privacy.secret_noise import NoiseSource
-from tabular.schema import parse_schema
-from tabular.table import validate_frame
-from validator.site_checks import (
+from fedsynth.privacy.budget import epsilon_of
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.tabular.table import validate_frame
+from fedsynth.validator.site_checks import (
     _real_row_counts,
     epsilon_with_release,
     feedback_sums,

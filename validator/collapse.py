@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.errors import ConfigError
-from metrics.sampling import subsample
-from tabular.codec import TableCodec
-from tabular.schema import Schema
+from fedsynth.metrics.sampling import subsample
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import Schema
 
 GRID_BINS = 10  # bins per numeric column for the cluster count
 SPREAD_SATURATION = 0.05  # a numeric column this spread counts as fully spread in the health score

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsynth.errors import UserError
-from tabular.schema import Schema, category_label, read_yaml_file
+from fedsynth.tabular.schema import Schema, category_label, read_yaml_file
 
 SMALL_CELL_ACTIONS = ("suppress", "generalise")
 GENERALISED = "*"  # the released value of a generalised quasi-identifier (outside the schema's domain)

@@ -37,8 +37,8 @@ from typing import Any
 
 import pandas as pd
 
-from tabular.schema import Schema
-from validator.policy import GENERALISED, Policy
+from fedsynth.tabular.schema import Schema
+from fedsynth.validator.policy import GENERALISED, Policy
 
 TOLERANCE_STDS = 3.0  # a site rule passes when the noisy total is at most this many noise std above zero
 

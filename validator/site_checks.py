@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metrics.neighbours import nearest_distances
-from privacy.budget import History, epsilon_of
-from privacy.secret_noise import NoiseSource
-from tabular.codec import TableCodec
-from tabular.schema import Schema
-from validator.policy import GENERALISED  # a generalised quasi-identifier value: matches any real value
+from fedsynth.metrics.neighbours import nearest_distances
+from fedsynth.privacy.budget import History, epsilon_of
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.schema import Schema
+from fedsynth.validator.policy import GENERALISED  # a generalised quasi-identifier value: matches any real value
 
 DEFAULT_RADIUS = 0.5  # public radius of the fixed-radius coverage, in encoded space
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from validator.policy import Policy
-from validator.release import ReleaseDecision
+from fedsynth.validator.policy import Policy
+from fedsynth.validator.release import ReleaseDecision
 
 EPSILON_TOLERANCE = 1e-9  # accountants' rounding; a site at exactly its cap passes
 

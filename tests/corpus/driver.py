@@ -24,8 +24,8 @@ TIMEOUT = 90.0
 
 # What the commands import (some lazily, such as the partitioning step's Hugging Face datasets).
 PRELOAD = (
-    "datasets", "flwr_datasets.partitioner", "fedsynth.cli", "server.checkpoints", "server.sampling",
-    "simulations.runner", "simulations.setup", "tabular.draft",
+    "datasets", "flwr_datasets.partitioner", "fedsynth.cli", "fedsynth.server.checkpoints", "fedsynth.server.sampling",
+    "fedsynth.simulations.runner", "fedsynth.simulations.setup", "fedsynth.tabular.draft",
 )  # fmt: skip
 
 
