@@ -59,20 +59,40 @@ from fedsynth.privacy.histograms import (
 )
 from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
 from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.protocol.messages import (
+    ARRAYS_RECORD,
+    BUDGET_KEY,
+    CONFIG_RECORD,
+    COUNTS_RECORD,
+    FEEDBACK_SUM_PREFIX,
+    HISTOGRAMS_RECORD,
+    JURISDICTION_KEY,
+    LEDGERS_KEY,
+    LR_SCALE_KEY,
+    METRICS_RECORD,
+    POLICY_KEY,
+    PUBLIC_ROWS_KEY,
+    PURPOSE_KEY,
+    SCHEMA_KEY,
+    SERVER_ROUND_KEY,
+    SITE_NAME_KEY,
+    SITE_RECORD,
+    SITE_SECONDS_KEY,
+    SYNTHETIC_KEY,
+    THRESHOLD_KEY,
+    TRAINED_KEY,
+    UNIT_WEIGHT_KEY,
+    WEIGHT_KEY,
+    FailureCode,
+    Purpose,
+    SiteFailure,
+)
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import Schema, load_yaml
 from fedsynth.validator.policy import Policy, parse_policy
 from fedsynth.validator.site_checks import epsilon_with_release, noisy_feedback, noisy_release_counts
 
 BUDGET_STATE = "fedsynth.budget"
-SCHEMA_KEY = "schema-yaml"
-LEDGERS_KEY = "ledgers-json"
-POLICY_KEY = "policy-yaml"
-LR_SCALE_KEY = "lr-scale"
-PURPOSE_KEY = "purpose"  # evaluate messages: "feedback" | "release-check"
-SYNTHETIC_KEY = "synthetic-csv"
-THRESHOLD_KEY = "distance-threshold"
-SITE_SECONDS_KEY = "site-seconds"  # train replies: the handler's own wall seconds, without Flower's messaging
 
 app = ClientApp(mods=[wire_log_mod])  # the site's own log of what it sends (client.wire_log)
 
@@ -84,6 +104,12 @@ class SimulatedFaultError(RuntimeError):
 class NotAdmittedError(UserError):
     """The federation's policy does not admit this site's jurisdiction."""
 
+    def __init__(self, site: str, jurisdiction: str | None) -> None:
+        super().__init__(
+            f"site {site}: jurisdiction {jurisdiction!r} is not allowed by the federation policy; refusing to take part"
+        )
+        self.site, self.jurisdiction = site, jurisdiction
+
 
 class RefusalError(UserError):
     """A request this site declines (a second release, a purpose it does not offer); its text is public."""
@@ -93,16 +119,13 @@ class NodeConfigError(UserError):
     """This site's node configuration cannot run the plan (no ledger, no public row count)."""
 
 
-class SiteFailureError(RuntimeError):
-    """What crosses the network when a site fails: a public reason only. The site's own log has the rest."""
-
-
 def public_failures(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
-    """Let only public reasons leave the site when a handler fails.
+    """Let only public reasons leave the site when a handler fails, as a structured failure reply.
 
-    Flower sends an exception's text to the coordinator. A data error names a cell value and a row
-    number, and an unexpected exception may quote anything, so the site logs the full text on its own
-    terminal and raises a reason that names files, columns and public settings only.
+    Flower would send an exception's text to the coordinator. A data error names a cell value and a
+    row number, and an unexpected exception may quote anything, so the site logs the full text on its
+    own terminal and replies with a ``protocol.messages.SiteFailure``: a code and a reason that names
+    files, columns and public settings only.
     """
 
     @functools.wraps(handler)
@@ -110,17 +133,27 @@ def public_failures(handler: Callable[[Message, Context], Message]) -> Callable[
         try:
             return handler(msg, context)
         except SimulatedFaultError:
-            raise
+            raise  # a crash on purpose: Flower reports it as the site's failure
         except UserError as exc:
             if exc.public != str(exc):
                 print(f"fedsynth site: {exc}", file=sys.stderr)
-            raise SiteFailureError(exc.public) from None
+            return _failure(exc).reply_to(msg)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             reason = f"the site failed with {type(exc).__name__} (details in the site's own log)"
-            raise SiteFailureError(reason) from None
+            return SiteFailure(FailureCode.FAILED, reason).reply_to(msg)
 
     return wrapped
+
+
+def _failure(exc: UserError) -> SiteFailure:
+    if isinstance(exc, NotAdmittedError):
+        return SiteFailure(FailureCode.NOT_ADMITTED, exc.public, exc.site, exc.jurisdiction)
+    if isinstance(exc, RefusalError):
+        return SiteFailure(FailureCode.REFUSED, exc.public)
+    if isinstance(exc, NodeConfigError):
+        return SiteFailure(FailureCode.NODE_CONFIG, exc.public)
+    return SiteFailure(FailureCode.DATA, exc.public)
 
 
 def _seed(*parts: object) -> int:
@@ -136,10 +169,7 @@ def _policy(record: ConfigRecord) -> Policy | None:
 def _admitted(policy: Policy | None, site: SiteData) -> None:
     """Refuse before touching any data-dependent step when the policy excludes this site."""
     if policy is not None and not policy.admits(site.jurisdiction):
-        raise NotAdmittedError(
-            f"site {site.name}: jurisdiction {site.jurisdiction!r} is not allowed by the federation policy; "
-            "refusing to take part"
-        )
+        raise NotAdmittedError(site.name, site.jurisdiction)
 
 
 def _restore_budget(context: Context, config: RunConfig, site_name: str, ledgers_json: str | None) -> SiteBudget | None:
@@ -219,16 +249,16 @@ def _open(msg: Message, context: Context) -> tuple[RunConfig, ConfigRecord, Site
         # A deployed site must own its spending: without a ledger of its own it would depend on the
         # coordinator to remember what it spent.
         raise NodeConfigError("node config has no 'ledger' path: a deployed site keeps its own privacy ledger")
-    record = msg.content["config"]
+    record = msg.content[CONFIG_RECORD]
     site = load_site(dict(context.node_config), config.to_mapping(), str(record[SCHEMA_KEY]))
     _admitted(_policy(record), site)
     return config, record, site
 
 
 def _site_record(site: SiteData, budget: SiteBudget | None) -> ConfigRecord:
-    fields = {"name": site.name, "jurisdiction": site.jurisdiction or ""}
+    fields = {SITE_NAME_KEY: site.name, JURISDICTION_KEY: site.jurisdiction or ""}
     if budget is not None:
-        fields.update({"accountant": budget.accountant, "budget": budget_to_json(budget)})
+        fields.update({"accountant": budget.accountant, BUDGET_KEY: budget_to_json(budget)})
     return ConfigRecord(fields)
 
 
@@ -266,9 +296,9 @@ def measure(msg: Message, context: Context) -> Message:
     _save_budget(context, budget)
     arrays = release_record(layout, pairs, noisy)
     metrics = MetricRecord({"noise-std": one_way_std, "pair-noise-std": pair_std, "epsilon": budget.spent,
-                            "num-examples": round(budget.public_rows)})  # fmt: skip
-    return Message(RecordDict({"histograms": arrays, "metrics": metrics, "site": _site_record(site, budget)}),
-                   reply_to=msg)  # fmt: skip
+                            WEIGHT_KEY: round(budget.public_rows)})  # fmt: skip
+    reply = {HISTOGRAMS_RECORD: arrays, METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}
+    return Message(RecordDict(reply), reply_to=msg)
 
 
 @app.train(mods=[secure_aggregation_mod])
@@ -277,7 +307,7 @@ def train(msg: Message, context: Context) -> Message:
     """One round of local DP training."""
     started = time.perf_counter()
     config, record, site = _open(msg, context)
-    server_round = int(record["server-round"])
+    server_round = int(record[SERVER_ROUND_KEY])
     seed = _seed(config.seed, site.name, server_round)
     simulated = "partition-id" in context.node_config
     if simulated and config.fault_rate > 0 and random.Random(seed).random() < config.fault_rate:
@@ -286,7 +316,7 @@ def train(msg: Message, context: Context) -> Message:
 
     codec = TableCodec(schema_from_text(str(record[SCHEMA_KEY])))
     generator, discriminator = build_gan(codec, GanShape.for_run(config, codec.dim))
-    unpack(msg.content["arrays"], generator, discriminator)
+    unpack(msg.content[ARRAYS_RECORD], generator, discriminator)
     budget = _site_budget(context, config, site, record)
     lr_scale = float(record.get(LR_SCALE_KEY, 1.0))
     noise = NoiseSource.for_run(config.reproducible_noise, config.seed, site.name, server_round, "dp-sgd")
@@ -297,9 +327,9 @@ def train(msg: Message, context: Context) -> Message:
 
     metrics = MetricRecord(
         {
-            "num-examples": round(outcome.budget.public_rows),  # public (declared or DP), never the exact count
-            "unit-weight": 1,
-            "trained-steps": outcome.trained_steps,
+            WEIGHT_KEY: round(outcome.budget.public_rows),  # public (declared or DP), never the exact count
+            UNIT_WEIGHT_KEY: 1,
+            TRAINED_KEY: outcome.trained_steps,
             "steps": outcome.budget.steps,
             "max-steps": outcome.budget.max_steps,
             "epsilon": spent,
@@ -316,9 +346,9 @@ def train(msg: Message, context: Context) -> Message:
         metrics[SITE_SECONDS_KEY] = time.perf_counter() - started
     reply = RecordDict(
         {
-            "arrays": arrays,
-            "metrics": metrics,
-            "site": _site_record(site, outcome.budget),
+            ARRAYS_RECORD: arrays,
+            METRICS_RECORD: metrics,
+            SITE_RECORD: _site_record(site, outcome.budget),
         }
     )
     return Message(reply, reply_to=msg)
@@ -344,9 +374,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     synthetic = pd.read_csv(io.StringIO(str(record[SYNTHETIC_KEY])), dtype=str, keep_default_na=False)
     purpose = str(record[PURPOSE_KEY])
     budget = _site_budget(context, config, site, record)
-    if purpose == "feedback":
+    if purpose == Purpose.FEEDBACK:
         return _feedback(msg, context, config, site, schema, synthetic, budget)
-    if purpose != "release-check":
+    if purpose != Purpose.RELEASE_CHECK:
         raise RefusalError(f"evaluate purpose {purpose!r} is not offered by this site")
     if budget.release_checked:
         raise RefusalError("this site answered the release check already in this run; a second one is refused")
@@ -361,7 +391,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     released = noisy_release_counts(
         synthetic, site.frame, schema, float(record[THRESHOLD_KEY]), budget.release_check_noise, noise
     )
-    return Message(RecordDict({"counts": ConfigRecord(released), "site": _site_record(site, budget)}), reply_to=msg)
+    return Message(
+        RecordDict({COUNTS_RECORD: ConfigRecord(released), SITE_RECORD: _site_record(site, budget)}), reply_to=msg
+    )
 
 
 def _refuse_over_budget(budget: SiteBudget, noise_multiplier: float, what: str) -> None:
@@ -387,15 +419,15 @@ def _feedback(
     _refuse_over_budget(budget, budget.feedback_noise, "validator feedback")
     budget.record_feedback()  # charge first, then release
     _save_budget(context, budget)
-    server_round = int(msg.content["config"].get("server-round", 0))
+    server_round = int(msg.content[CONFIG_RECORD].get(SERVER_ROUND_KEY, 0))
     noise = NoiseSource.for_run(config.reproducible_noise, config.seed, site.name, server_round, "feedback")
     released = noisy_feedback(synthetic, site.frame, schema, budget.feedback_noise, noise)
     metrics = MetricRecord(
         {
-            **{f"sum:{key}": value for key, value in released["values"].items()},
+            **{FEEDBACK_SUM_PREFIX + key: value for key, value in released["values"].items()},
             "noise-std": released["noise_std"],
-            "public-rows": float(budget.public_rows),
+            PUBLIC_ROWS_KEY: float(budget.public_rows),
             "epsilon": budget.spent,
         }
     )
-    return Message(RecordDict({"metrics": metrics, "site": _site_record(site, budget)}), reply_to=msg)
+    return Message(RecordDict({METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}), reply_to=msg)

@@ -30,9 +30,8 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict, recorddict_to_fitins
 
-KEYS_FIELD = "secagg-keys"  # JSON list: the packed record's keys, in the order of the legacy parameter list
-WEIGHT_KEY = "num-examples"
-TRAINED_KEY = "trained-steps"
+from fedsynth.protocol.messages import SECAGG_KEYS_FIELD as KEYS_FIELD
+from fedsynth.protocol.messages import TRAINED_KEY, WEIGHT_KEY
 
 
 class UnsafeUpdateError(RuntimeError):

@@ -17,13 +17,11 @@ import pandas as pd
 import torch
 
 from fedsynth.errors import DataError
-from fedsynth.simulations.partitioning import parse_partition, partition_table
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.loading import load_table
+from fedsynth.tabular.partitioning import MIN_SITE_ROWS, parse_partition, partition_table
 from fedsynth.tabular.schema import Schema, load_yaml, parse_schema
 from fedsynth.tabular.table import read_table
-
-MIN_SITE_ROWS = 10
 
 
 @dataclass(frozen=True)

@@ -177,9 +177,9 @@ def audit(
     empirical lower bound with its interval, and the broken variant's bound. Exits 1 if any check fails.
     """
     from fedsynth.privacy.audit_mechanisms import AUDITS, run_audits
-    from fedsynth.simulations.partitioning import num_sites, parse_partition, partition_table
     from fedsynth.tabular.datasets import resolve_schema_path
     from fedsynth.tabular.loading import load_table
+    from fedsynth.tabular.partitioning import num_sites, parse_partition, partition_table
     from fedsynth.tabular.schema import load_schema
 
     with user_errors():

@@ -24,21 +24,25 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedsynth.client.client_app import (
-    LEDGERS_KEY,
-    LR_SCALE_KEY,
-    POLICY_KEY,
-    PURPOSE_KEY,
-    SCHEMA_KEY,
-    SITE_SECONDS_KEY,
-    SYNTHETIC_KEY,
-)
 from fedsynth.config import RunConfig
 from fedsynth.errors import CheckpointError, UserError
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import cast_record, pack
 from fedsynth.privacy.budget import SiteBudget
 from fedsynth.privacy.histograms import Marginals
+from fedsynth.protocol.messages import (
+    LEDGERS_KEY,
+    LR_SCALE_KEY,
+    POLICY_KEY,
+    PURPOSE_KEY,
+    SCHEMA_KEY,
+    SERVER_ROUND_KEY,
+    SITE_SECONDS_KEY,
+    SYNTHETIC_KEY,
+    WEIGHT_KEY,
+    Purpose,
+    site_name,
+)
 from fedsynth.server.checkpoints import checkpoint_calibration, load_checkpoint, save_checkpoint
 from fedsynth.server.measurement import measure_marginals, measurement_summary
 from fedsynth.server.report import NOT_DP_WARNING, build_report, json_safe, write_json
@@ -54,7 +58,7 @@ from fedsynth.server.secure_round import (
 from fedsynth.server.validation import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
 from fedsynth.strategies.client_dp import GanClientDP, client_level_section
 from fedsynth.strategies.factory import build_strategy
-from fedsynth.strategies.gan_fedavg import WEIGHT_KEY, GanFedAvg, RoundLog, site_name
+from fedsynth.strategies.gan_fedavg import GanFedAvg, RoundLog
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.schema import Schema, dump_schema_text, load_schema
@@ -304,8 +308,8 @@ def _validate_round(
         answers, failures = ask_sites(
             grid,
             _admitted_nodes(grid, watch),
-            {**fields, LEDGERS_KEY: json.dumps(state.ledgers), PURPOSE_KEY: "feedback",
-             SYNTHETIC_KEY: sample.to_csv(index=False), "server-round": server_round},
+            {**fields, LEDGERS_KEY: json.dumps(state.ledgers), PURPOSE_KEY: Purpose.FEEDBACK,
+             SYNTHETIC_KEY: sample.to_csv(index=False), SERVER_ROUND_KEY: server_round},
             config.round_timeout,
             ledgers=state.ledgers,
         )  # fmt: skip
@@ -332,7 +336,7 @@ def _finish(
     extra = {"calibration": checkpoint_calibration(marginals, config.measure_bins)} if calibration else {}
     save_checkpoint(fed.checkpoints / "final.pt", arrays, fed.schema, fed.shape, state.completed_round, extra=extra)
     site_metrics = _with_ledgers(strategy.latest_site_metrics(), state)
-    rows = config.rows or int(sum(m.get("num-examples", 0) for m in site_metrics.values()))
+    rows = config.rows or int(sum(m.get(WEIGHT_KEY, 0) for m in site_metrics.values()))
     table = sample_table(arrays, fed.schema, fed.shape, rows, seed=config.seed, marginals=calibration)
 
     policy = watch.participation.policy or DEFAULT_POLICY

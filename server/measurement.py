@@ -19,13 +19,13 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedsynth.client.client_app import LEDGERS_KEY
 from fedsynth.config import RunConfig
 from fedsynth.errors import UserError
 from fedsynth.privacy.histograms import Marginals, one_way_weight, pair_layout, parse_pairs, read_release, schema_bins
+from fedsynth.protocol.messages import LEDGERS_KEY, SERVER_ROUND_KEY, read_failure
 from fedsynth.server.run_state import RunState, keep_ledgers
 from fedsynth.server.validation import Participation
-from fedsynth.strategies.gan_fedavg import GanFedAvg, failure_reason
+from fedsynth.strategies.gan_fedavg import GanFedAvg
 from fedsynth.tabular.schema import Schema
 
 MARGINALS_STATE = "marginals"
@@ -56,7 +56,7 @@ def measure_marginals(
         marginals.diagnostics = entry.setdefault("post_processing", {})
         return marginals
     nodes = strategy.wait_for_sites(grid, "measurement")
-    query = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), "server-round": 0})
+    query = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), SERVER_ROUND_KEY: 0})
     messages = [
         Message(RecordDict({"config": query}), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes
     ]
@@ -68,7 +68,7 @@ def measure_marginals(
     for msg in replies:
         name = strategy.name_of(msg)  # the strategy learns every site's name before round 1
         if msg.has_error():
-            failed[name] = failure_reason(msg.error.reason)
+            failed[name] = read_failure(msg).reason
             continue
         try:
             one_way, two_way = read_release(msg.content.array_records["histograms"], layout, pairs)

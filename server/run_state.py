@@ -18,8 +18,9 @@ from typing import Any
 from flwr.app import Message
 
 from fedsynth.errors import CheckpointError
+from fedsynth.protocol.messages import BUDGET_KEY, SITE_RECORD, site_name
 from fedsynth.server.report import json_safe, write_json
-from fedsynth.strategies.gan_fedavg import RoundLog, site_name
+from fedsynth.strategies.gan_fedavg import RoundLog
 
 STATE_FILE = "state.json"
 STATE_FORMAT = "fedsynth-run-state/1"
@@ -76,8 +77,8 @@ class RunState:
 def keep_ledgers(replies: Iterable[Message], ledgers: dict[str, dict[str, Any]]) -> None:
     """Store the privacy ledger each site sent with its reply (sent back to it if the run resumes)."""
     for msg in replies:
-        if msg.has_error() or "site" not in msg.content.config_records:
+        if msg.has_error() or SITE_RECORD not in msg.content.config_records:
             continue
-        budget = msg.content.config_records["site"].get("budget")
+        budget = msg.content.config_records[SITE_RECORD].get(BUDGET_KEY)
         if budget:
             ledgers[site_name(msg)] = json.loads(str(budget))

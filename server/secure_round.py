@@ -44,7 +44,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from fedsynth.client.secure_aggregation import KEYS_FIELD
+from fedsynth.protocol.messages import SECAGG_KEYS_FIELD
 
 # Each site scales its update by rows / max_weight before quantisation, so the error of the mean is about
 # sites x 2 x CLIPPING_RANGE / QUANTIZATION_RANGE x max_weight / total rows. max_weight is the largest site's
@@ -158,7 +158,7 @@ def secure_train_round(
         proxy = GridClientProxy(msg.metadata.dst_node_id, grid, run_id=0)
         proxies.register(proxy)
         config = dict(msg.content["config"])
-        config[KEYS_FIELD] = json.dumps(keys)
+        config[SECAGG_KEYS_FIELD] = json.dumps(keys)
         arrays = msg.content["arrays"]
         parameters = ndarrays_to_parameters([np.asarray(arrays[key].numpy(), dtype=np.float32) for key in keys])
         instructions.append((proxy, FitIns(parameters, config)))

@@ -22,7 +22,6 @@ The server never holds real data, so it splits the work:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
@@ -33,10 +32,19 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedsynth.client.client_app import PURPOSE_KEY, SYNTHETIC_KEY, THRESHOLD_KEY
 from fedsynth.privacy.budget import SiteBudget
+from fedsynth.protocol.messages import (
+    FEEDBACK_SUM_PREFIX,
+    PUBLIC_ROWS_KEY,
+    PURPOSE_KEY,
+    SITE_RECORD,
+    SYNTHETIC_KEY,
+    THRESHOLD_KEY,
+    Purpose,
+    read_failure,
+    site_name,
+)
 from fedsynth.server.run_state import keep_ledgers
-from fedsynth.strategies.gan_fedavg import failure_reason, site_name
 from fedsynth.validator.policy import Policy, ReleaseRules
 from fedsynth.validator.release import ReleaseDecision, apply_release_rules, prepare_release
 from fedsynth.validator.sovereignty import epsilon_caps_rule, participation_rule
@@ -44,10 +52,6 @@ from fedsynth.validator.sovereignty import epsilon_caps_rule, participation_rule
 DEFAULT_POLICY = Policy(allowed_jurisdictions=(), release=ReleaseRules(no_copies=True), name="default",
                         description="no policy given: every site admitted; no released row may copy a real one",
                         source="<default>")  # fmt: skip
-
-
-# How client.client_app.NotAdmittedError phrases a refusal (it reaches the server only as text).
-_REFUSAL = re.compile(r"site (\S+): jurisdiction '([^']*)' is not allowed by the federation policy")
 
 
 @dataclass
@@ -64,8 +68,8 @@ class Participation:
         kept, excluded = [], {}
         for msg in replies:
             name = site_name(msg)
-            if msg.has_content() and "site" in msg.content.config_records:
-                self.declared[name] = str(msg.content.config_records["site"].get("jurisdiction", "")) or None
+            if msg.has_content() and SITE_RECORD in msg.content.config_records:
+                self.declared[name] = str(msg.content.config_records[SITE_RECORD].get("jurisdiction", "")) or None
             jurisdiction = self.declared.get(name)
             if self.policy is not None and msg.has_content() and not self.policy.admits(jurisdiction):
                 reason = f"jurisdiction {jurisdiction!r} not allowed by the policy"
@@ -73,9 +77,9 @@ class Participation:
                 self.excluded_nodes[msg.metadata.src_node_id] = name
                 log(WARNING, "fedsynth: excluded %s: %s", name, reason)
                 continue
-            refusal = _REFUSAL.search(msg.error.reason or "") if msg.has_error() else None
-            if refusal is not None:  # the site refused on its own; its error names it and its jurisdiction
-                name, jurisdiction = refusal.group(1), refusal.group(2)
+            refusal = read_failure(msg) if msg.has_error() else None
+            if refusal is not None and refusal.not_admitted:  # the site refused on its own, and says who it is
+                name, jurisdiction = refusal.site or name, refusal.jurisdiction
                 self.declared[name] = jurisdiction
                 self.excluded_nodes[msg.metadata.src_node_id] = name
                 excluded[name] = f"refused: jurisdiction {jurisdiction!r} not allowed by the policy"
@@ -116,12 +120,12 @@ def ask_sites(
     for msg in replies:
         name = site_name(msg)
         if msg.has_error():
-            failures[name] = failure_reason(msg.error.reason or "error")
+            failures[name] = read_failure(msg).reason
         else:
             answer: dict[str, Any] = {}
             for records in (msg.content.metric_records, msg.content.config_records):
                 for key, values in records.items():
-                    if key != "site":
+                    if key != SITE_RECORD:
                         answer.update(dict(values))
             answers[name] = answer
     if ledgers is not None:
@@ -139,17 +143,17 @@ def combine_feedback(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     is the std of the noise each score carries. Values are not clipped to [0, 1], so they stay
     unbiased.
     """
-    usable = {name: a for name, a in answers.items() if float(a.get("public-rows", 0.0)) > 0}
+    usable = {name: a for name, a in answers.items() if float(a.get(PUBLIC_ROWS_KEY, 0.0)) > 0}
     refused = sorted(set(answers) - set(usable))
     if not usable:
         return {"sites": [], "refused": refused, "values": {}}
-    rows = sum(float(a["public-rows"]) for a in usable.values())
+    rows = sum(float(a[PUBLIC_ROWS_KEY]) for a in usable.values())
     noise_std = math.sqrt(sum(float(a.get("noise-std", 0.0)) ** 2 for a in usable.values())) / rows
-    keys = sorted({k for a in usable.values() for k in a if k.startswith("sum:")})
+    keys = sorted({k for a in usable.values() for k in a if k.startswith(FEEDBACK_SUM_PREFIX)})
     values = {}
     for key in keys:
         pooled = sum(float(a.get(key, 0.0)) for a in usable.values()) / rows
-        name = key[len("sum:") :]
+        name = key[len(FEEDBACK_SUM_PREFIX) :]
         if name.startswith("distance:"):
             values["shape:" + name[len("distance:") :]] = 1.0 - pooled
         else:
@@ -178,7 +182,7 @@ def release_gate(
     released, _ = prepare_release(table, policy, schema)
     fields = {
         **schema_fields,
-        PURPOSE_KEY: "release-check",
+        PURPOSE_KEY: Purpose.RELEASE_CHECK,
         SYNTHETIC_KEY: released.to_csv(index=False),
         THRESHOLD_KEY: float(policy.release.min_distance),
     }

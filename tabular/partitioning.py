@@ -7,7 +7,8 @@ The split is described by a short spec:
 - ``dirichlet:ALPHA[:COLUMN]``: label skew on a categorical column, each site's
   share of every value drawn from Dirichlet(ALPHA); small ALPHA, strong skew.
 
-This runs only in simulation, where one machine plays every site.
+It runs in simulation, where one machine plays every site: the setup splits the table, and each
+simulated site takes its own partition (``client.site_data``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pandas as pd
 
 from fedsynth.errors import ConfigError
 from fedsynth.tabular.schema import Schema
+
+MIN_SITE_ROWS = 10  # the fewest rows a site trains on (a simulated split warns before any site refuses)
 
 DEFAULT_SITES = 4
 
