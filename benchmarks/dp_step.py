@@ -72,7 +72,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedsynth.client.task import plan_budget, train_round
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import Discriminator, GanShape, Generator, build_gan
 from fedsynth.privacy.budget import SiteBudget
 from fedsynth.privacy.dp_training import (

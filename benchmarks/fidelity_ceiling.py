@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.metrics.fidelity import column_shapes, pair_trends
 from fedsynth.privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
 from fedsynth.server.calibration import OVERSAMPLE, rake

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.server.checkpoints import calibration_of, load_checkpoint
-from fedsynth.server.sampling import sample_table
+from fedsynth.server.synthesis import sample_table
 
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 MEANS = np.array([(x, y) for x in (-4, -2, 0, 2, 4) for y in (-4, -2, 0, 2, 4)], dtype=float)

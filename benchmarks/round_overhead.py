@@ -66,7 +66,7 @@ from cpu_load import cpu_busy  # benchmarks/ sits first on sys.path when a scrip
 
 from fedsynth.client.site_data import load_site, schema_from_text
 from fedsynth.client.task import plan_budget, train_round
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, clear_epsilon_cache

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.simulations.runner import run_simulation
 from fedsynth.simulations.setup import prepare_simulation
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.datasets import DEFAULT_DATA, resolve_schema_path

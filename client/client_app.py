@@ -36,11 +36,12 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsynth.client.secure_aggregation import secure_aggregation_mod
+from fedsynth.client.site_checks import epsilon_with_release, noisy_feedback, noisy_release_counts
 from fedsynth.client.site_data import SiteData, load_site, schema_from_text
 from fedsynth.client.task import plan_budget, train_round
 from fedsynth.client.wire_log import wire_log_mod
-from fedsynth.config import RunConfig
-from fedsynth.errors import UserError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import UserError
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, measurement_noise
@@ -87,10 +88,9 @@ from fedsynth.protocol.messages import (
     Purpose,
     SiteFailure,
 )
+from fedsynth.sovereignty.policy import Policy, parse_policy
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import Schema, load_yaml
-from fedsynth.validator.policy import Policy, parse_policy
-from fedsynth.validator.site_checks import epsilon_with_release, noisy_feedback, noisy_release_counts
 
 BUDGET_STATE = "fedsynth.budget"
 
@@ -362,10 +362,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     Two purposes, each reserved in the site's plan and answered only as often as planned:
 
     - ``feedback`` (every ``validator-feedback-every`` rounds): noisy per-column distance sums and a
-      noisy coverage count of the validator's sample (``validator.site_checks.noisy_feedback``) at
+      noisy coverage count of the validator's sample (``client.site_checks.noisy_feedback``) at
       ``validator-feedback-noise``;
     - ``release-check`` (once, for the final table): noisy counts of real rows the released table
-      copies or comes close to (``validator.site_checks.noisy_release_counts``) at ``release-check-noise``.
+      copies or comes close to (``client.site_checks.noisy_release_counts``) at ``release-check-noise``.
 
     Anything beyond the plan, or beyond the site's budget, is refused with a public reason.
     """

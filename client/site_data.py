@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from fedsynth.errors import DataError
+from fedsynth.core.errors import DataError
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.loading import load_table
 from fedsynth.tabular.partitioning import MIN_SITE_ROWS, parse_partition, partition_table

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import Discriminator, Generator
 from fedsynth.privacy.budget import SiteBudget
 from fedsynth.privacy.dp_training import discriminator_step, fake_batch, generator_step, make_private_discriminator

@@ -1,3 +1,5 @@
 """fedsynth: federated synthetic tables from a DP-trained GAN, built on Flower and Opacus."""
 
-__version__ = "0.1.0"
+from fedsynth.core import __version__
+
+__all__ = ["__version__"]

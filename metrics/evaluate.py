@@ -14,10 +14,10 @@ from typing import Any
 import pandas as pd
 
 from fedsynth.metrics.detection import detection
+from fedsynth.metrics.disclosure import privacy
+from fedsynth.metrics.evaluation_report import json_safe
 from fedsynth.metrics.fidelity import column_shapes, pair_trends
 from fedsynth.metrics.prdc import prdc
-from fedsynth.metrics.privacy import privacy
-from fedsynth.metrics.report import json_safe
 from fedsynth.metrics.utility import utility
 from fedsynth.tabular.schema import Schema
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.metrics.neighbours import nearest_distances, pairwise_distances
-from fedsynth.metrics.sampling import encode, subsample
+from fedsynth.metrics.subsample import encode, subsample
 from fedsynth.tabular.schema import Schema
 
 

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
 
-from fedsynth.errors import SchemaError
-from fedsynth.metrics.models import fit_classifier, fit_regressor
+from fedsynth.core.errors import SchemaError
+from fedsynth.metrics.estimators import fit_classifier, fit_regressor
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import Schema
 

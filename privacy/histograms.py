@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from flwr.app import Array, ArrayRecord
 
-from fedsynth.errors import ConfigError
+from fedsynth.core.errors import ConfigError
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.tabular.codec import unwarp, warp
 from fedsynth.tabular.schema import Column, Schema

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord
 
-from fedsynth.errors import CheckpointError
+from fedsynth.core.errors import CheckpointError
 from fedsynth.models.gan import GanShape
 from fedsynth.models.packing import split
 from fedsynth.privacy.histograms import Marginals

@@ -24,8 +24,8 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import CheckpointError, UserError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import CheckpointError, UserError
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import cast_record, pack
 from fedsynth.privacy.budget import SiteBudget
@@ -43,19 +43,22 @@ from fedsynth.protocol.messages import (
     Purpose,
     site_name,
 )
+from fedsynth.reporting.markdown import write_markdown_report
+from fedsynth.reporting.run_report import NOT_DP_WARNING, build_report, json_safe, write_json
 from fedsynth.server.checkpoints import checkpoint_calibration, load_checkpoint, save_checkpoint
 from fedsynth.server.measurement import measure_marginals, measurement_summary
-from fedsynth.server.report import NOT_DP_WARNING, build_report, json_safe, write_json
+from fedsynth.server.oversight import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
 from fedsynth.server.round_timer import RoundTimer
 from fedsynth.server.run_state import RunState, keep_ledgers
-from fedsynth.server.sampling import sample_table
 from fedsynth.server.secure_round import (
     DEFAULT_MAX_WEIGHT,
     SECURE_STATE,
     secure_aggregation_section,
     secure_train_round,
 )
-from fedsynth.server.validation import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
+from fedsynth.server.synthesis import sample_table
+from fedsynth.sovereignty.policy import Policy, load_policy
+from fedsynth.sovereignty.rules import release_section, sovereignty_section
 from fedsynth.strategies.client_dp import GanClientDP, client_level_section
 from fedsynth.strategies.factory import build_strategy
 from fedsynth.strategies.gan_fedavg import GanFedAvg, RoundLog
@@ -64,9 +67,6 @@ from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.schema import Schema, dump_schema_text, load_schema
 from fedsynth.tabular.table import write_table
 from fedsynth.validator.collapse import CollapseRule, ValidatorHistory, Verdict, synthetic_health
-from fedsynth.validator.policy import Policy, load_policy
-from fedsynth.validator.report_md import write_markdown_report
-from fedsynth.validator.sovereignty import release_section, sovereignty_section
 
 CONFIG_FILE = "config.json"  # the run's configuration, read back by --resume
 ROUND_PARTS_STATE = "round_parts"  # the run state's per-round split of the server's seconds

@@ -19,12 +19,12 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import UserError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import UserError
 from fedsynth.privacy.histograms import Marginals, one_way_weight, pair_layout, parse_pairs, read_release, schema_bins
 from fedsynth.protocol.messages import LEDGERS_KEY, SERVER_ROUND_KEY, read_failure
+from fedsynth.server.oversight import Participation
 from fedsynth.server.run_state import RunState, keep_ledgers
-from fedsynth.server.validation import Participation
 from fedsynth.strategies.gan_fedavg import GanFedAvg
 from fedsynth.tabular.schema import Schema
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from flwr.app import Message
 
-from fedsynth.errors import CheckpointError
+from fedsynth.core.errors import CheckpointError
 from fedsynth.protocol.messages import BUDGET_KEY, SITE_RECORD, site_name
-from fedsynth.server.report import json_safe, write_json
+from fedsynth.reporting.run_report import json_safe, write_json
 from fedsynth.strategies.gan_fedavg import RoundLog
 
 STATE_FILE = "state.json"

@@ -8,8 +8,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import UserError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import UserError
 from fedsynth.server.federation import run_federation
 
 app = ServerApp()

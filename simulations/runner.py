@@ -33,8 +33,8 @@ from pathlib import Path
 
 import tomli_w
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import UserError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import UserError
 
 APP_DIR = Path(__file__).resolve().parent.parent
 PROGRESS_MARK = "fedsynth:"

@@ -12,8 +12,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import DataError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import DataError
 from fedsynth.privacy.histograms import parse_pairs
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.loading import load_table

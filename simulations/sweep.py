@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import UserError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import UserError
 from fedsynth.simulations.sweep_config import SweepConfig
 
 SETTINGS_FILE = "sweep.json"
@@ -250,7 +250,7 @@ def run_cell(
 ) -> dict[str, Any]:
     """Produce the cell's synthetic table, score it, and write ``evaluation.json`` (last)."""
     from fedsynth.metrics.evaluate import evaluate
-    from fedsynth.metrics.report import write_json
+    from fedsynth.metrics.evaluation_report import write_json
     from fedsynth.tabular.table import read_table, validate_frame
 
     if folder.exists():  # an unfinished or failed earlier attempt: start clean
@@ -309,7 +309,7 @@ def run_cell(
 def _sample_final(folder: Path, config: SweepConfig, cell: Cell, default_rows: int) -> pd.DataFrame:
     """Sample the run's final model (with its DP calibration) as the server does: post-processing, no privacy cost."""
     from fedsynth.server.checkpoints import calibration_of, load_checkpoint
-    from fedsynth.server.sampling import sample_table
+    from fedsynth.server.synthesis import sample_table
     from fedsynth.tabular.table import validate_frame
 
     final = folder / "checkpoints" / "final.pt"

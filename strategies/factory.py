@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.strategies.client_dp import client_dp_strategy
 from fedsynth.strategies.gan_fedavg import GanFedAvg
 from fedsynth.strategies.robust import GanMedian, GanMultiKrum, GanTrimmedMean

@@ -34,7 +34,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from fedsynth.errors import UserError
+from fedsynth.core.errors import UserError
 from fedsynth.protocol.messages import (
     SECURE_METRICS_RECORD,
     SERVER_ROUND_KEY,

@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from fedsynth.errors import DataError
+from fedsynth.core.errors import DataError
 from fedsynth.tabular.schema import Column, Schema, category_label
 
 MAX_CATEGORIES = 100

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from fedsynth.errors import ConfigError
+from fedsynth.core.errors import ConfigError
 from fedsynth.tabular.schema import Schema
 
 MIN_SITE_ROWS = 10  # the fewest rows a site trains on (a simulated split warns before any site refuses)

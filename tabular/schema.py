@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from fedsynth.errors import SchemaError, UserError
+from fedsynth.core.errors import SchemaError, UserError
 
 NUMERIC_TYPES = ("continuous", "integer")
 DISCRETE_TYPES = ("categorical", "boolean")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedsynth.errors import DataError
+from fedsynth.core.errors import DataError
 from fedsynth.tabular.schema import BOOLEAN_CATEGORIES, Column, Schema, category_label
 
 _BOOLEAN_SPELLINGS = {

@@ -1,7 +1,7 @@
 """The canary audit of every mechanism: the honest code stays under its claim, the broken variants do not.
 
 Each audit runs the project's own release code (histograms, a DP-SGD step, a client-level round) on a
-table with and without a worst-case canary row; ``privacy.audit`` turns the attack's errors into a
+table with and without a worst-case canary row; ``audit.statistics`` turns the attack's errors into a
 lower bound on ε. The interface is ``fedsynth audit``, which writes ``audit.json``.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsynth.config import RunConfig
-from fedsynth.privacy.audit_mechanisms import AUDITS, audit_feedback, audit_histograms, canary_row, run_audits
+from fedsynth.audit.mechanisms import AUDITS, audit_feedback, audit_histograms, canary_row, run_audits
+from fedsynth.core.config import RunConfig
 from fedsynth.tabular.schema import dump_schema
 from fedsynth.tabular.table import validate_frame
 

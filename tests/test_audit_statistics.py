@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from fedsynth.privacy.audit import AuditResult, audit_mechanism, audit_scores, clopper_pearson, epsilon_from_rates
+from fedsynth.audit.statistics import AuditResult, audit_mechanism, audit_scores, clopper_pearson, epsilon_from_rates
 
 DELTA = 1e-5
 CLAIMED_EPSILON = 1.0

@@ -133,8 +133,9 @@ def command_line(case: dict[str, Any]) -> list[str]:
         return [str(a) for a in case["args"]]
     args = ["simulate", "--data", "{corpus}/" + case.get("data", "data/valid.csv"),
             "--schema", "{corpus}/" + case.get("schema", "schema.yaml"),
-            "--partition", str(case.get("partition", "iid")), "--clients", str(case.get("clients", 2)),
-            "--out", "{out}"]  # fmt: skip
+            "--partition", str(case.get("partition", "iid")), "--out", "{out}"]  # fmt: skip
+    if case.get("clients", 2) is not None:  # null: leave --clients out (one site per value of the column)
+        args += ["--clients", str(case.get("clients", 2))]
     if case.get("overwrite", True):
         args.append("--overwrite")
     return args + [str(a) for a in case.get("options", [])]
@@ -284,7 +285,7 @@ def test_manifest_is_well_formed():
 
 def test_the_valid_base_passes_validation():
     """The corpus's base table and schema are valid, so each broken variant fails for its own reason."""
-    from fedsynth.config import RunConfig
+    from fedsynth.core.config import RunConfig
     from fedsynth.simulations.setup import prepare_simulation
 
     paths = {"data": str(CORPUS / "data/valid.csv"), "schema": str(CORPUS / "schema.yaml")}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedsynth.client.task import train_round
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.privacy.budget import SiteBudget, epsilon_of
 from fedsynth.privacy.dp_training import sample_rate_for

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack
 from fedsynth.protocol.messages import UNIT_WEIGHT_KEY

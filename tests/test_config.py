@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsynth.config import ACCOUNTANTS, RunConfig
-from fedsynth.errors import ConfigError, UserError
+from fedsynth.core.config import ACCOUNTANTS, RunConfig
+from fedsynth.core.errors import ConfigError, UserError
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fedsynth.server.validation import combine_feedback
+from fedsynth.server.oversight import combine_feedback
 
 
 def test_scores_are_pooled_sums_over_pooled_public_row_counts():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import ks_2samp
 
-from fedsynth.errors import ConfigError
+from fedsynth.core.errors import ConfigError
 from fedsynth.models.gan import Generator
 from fedsynth.privacy.budget import SiteBudget, epsilon_of
 from fedsynth.privacy.histograms import (

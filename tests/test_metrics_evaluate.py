@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fedsynth.metrics.evaluate import evaluate
-from fedsynth.metrics.report import json_safe, summary_lines, write_json
+from fedsynth.metrics.evaluation_report import json_safe, summary_lines, write_json
 from fedsynth.tabular.table import validate_frame
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.metrics.privacy import closer_share, exact_match_rate, membership_inference_auc, nndr, privacy
+from fedsynth.metrics.disclosure import closer_share, exact_match_rate, membership_inference_auc, nndr, privacy
 from fedsynth.tabular.schema import parse_schema
 from fedsynth.tabular.table import validate_frame
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.errors import SchemaError
+from fedsynth.core.errors import SchemaError
 from fedsynth.metrics.utility import predictors, utility
 from fedsynth.tabular.schema import parse_schema
 from fedsynth.tabular.table import validate_frame

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import ConfigError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import ConfigError
 from fedsynth.models.gan import Generator
 from fedsynth.privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
 from fedsynth.server.calibration import calibrated_sample, rake, recombine

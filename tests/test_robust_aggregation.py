@@ -15,8 +15,8 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
-from fedsynth.config import RunConfig
-from fedsynth.errors import ConfigError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import ConfigError
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, split, unpack
 from fedsynth.strategies.factory import build_strategy

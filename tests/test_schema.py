@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsynth.errors import SchemaError, UserError
+from fedsynth.core.errors import SchemaError, UserError
 from fedsynth.tabular.schema import (
     BOOLEAN_CATEGORIES,
     Column,

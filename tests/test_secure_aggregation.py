@@ -20,8 +20,8 @@ from fedsynth.client.secure_aggregation import (
     _native_content,
     secure_aggregation_mod,
 )
-from fedsynth.config import RunConfig
-from fedsynth.errors import ConfigError
+from fedsynth.core.config import RunConfig
+from fedsynth.core.errors import ConfigError
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack
 from fedsynth.protocol.messages import SECAGG_KEYS_FIELD as KEYS_FIELD

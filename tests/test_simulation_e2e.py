@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import tomli_w
 
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.simulations.runner import (
     APP_DIR,
     become_subreaper,

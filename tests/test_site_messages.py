@@ -17,7 +17,7 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from fedsynth.client import client_app
-from fedsynth.config import RunConfig
+from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack
 from fedsynth.privacy.histograms import estimate_rows

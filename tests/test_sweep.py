@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.errors import ConfigError
+from fedsynth.core.errors import ConfigError
 from fedsynth.simulations.sweep import Cell, dp_marginals, grid_cells
 from fedsynth.simulations.sweep_config import load_sweep_config
 from fedsynth.tabular.schema import dump_schema, parse_schema

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.errors import DataError
+from fedsynth.core.errors import DataError
 from fedsynth.tabular.schema import load_schema, parse_schema
 from fedsynth.tabular.table import read_table, validate_frame, write_table
 

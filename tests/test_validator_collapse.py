@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.errors import ConfigError
+from fedsynth.core.errors import ConfigError
 from fedsynth.tabular.schema import parse_schema
 from fedsynth.validator.collapse import CollapseRule, ValidatorHistory, health_score, synthetic_health
 

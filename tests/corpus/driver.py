@@ -24,7 +24,7 @@ TIMEOUT = 90.0
 
 # What the commands import (some lazily, such as the partitioning step's Hugging Face datasets).
 PRELOAD = (
-    "datasets", "flwr_datasets.partitioner", "fedsynth.cli", "fedsynth.server.checkpoints", "fedsynth.server.sampling",
+    "datasets", "flwr_datasets.partitioner", "fedsynth.cli", "fedsynth.server.checkpoints", "fedsynth.server.synthesis",
     "fedsynth.simulations.runner", "fedsynth.simulations.setup", "fedsynth.tabular.draft",
 )  # fmt: skip
 

@@ -3,7 +3,7 @@
 For each mechanism, the audit runs the project's own code many times on two neighbouring tables:
 the site's rows D, and D plus one canary row (worst case: every numeric column at its upper bound,
 the last category of every discrete column). A white-box attacker who knows D, the models and the
-generated rows scores each output; ``privacy.audit`` turns the scores into a lower bound on ε with a
+generated rows scores each output; ``audit.statistics`` turns the scores into a lower bound on ε with a
 Clopper–Pearson interval. The bound must stay at or under the ε the accountant reports for the
 audited instance of the mechanism. Then the same audit runs on a broken variant (noise regenerable
 from the seed, or no noise at all), where it must find a bound far above the claim: an audit that
@@ -47,9 +47,10 @@ from flwr.app import Array, ArrayRecord
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from fedsynth.config import RunConfig
+from fedsynth.audit.statistics import AuditResult, audit_mechanism
+from fedsynth.client.site_checks import _real_row_counts, feedback_sums, noisy_feedback, noisy_release_counts
+from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import GanShape, build_gan
-from fedsynth.privacy.audit import AuditResult, audit_mechanism
 from fedsynth.privacy.budget import SiteBudget, epsilon_of, measurement_noise
 from fedsynth.privacy.dp_training import discriminator_step, make_private_discriminator, sample_rate_for
 from fedsynth.privacy.histograms import (
@@ -67,7 +68,6 @@ from fedsynth.strategies.client_dp import GanClientDP
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import Schema
 from fedsynth.tabular.table import validate_frame
-from fedsynth.validator.site_checks import _real_row_counts, feedback_sums, noisy_feedback, noisy_release_counts
 
 CLIENT_LEVEL_SITES = 4  # m in the client-level audit
 CLIENT_LEVEL_DIM = 512  # length of the audited update vector

@@ -12,7 +12,7 @@ Two steps, both deterministic, on the server (no real data):
    the released table is a released form outside the schema's domain, and the file
    says so by holding the literal value ``*``.
 2. The sites check that form against their own rows
-   (``validator.site_checks.noisy_release_counts``): each releases, under DP and once
+   (``client.site_checks.noisy_release_counts``): each releases, under DP and once
    per run, a noisy count of its real rows that the released form copies
    (``copied_noisy``) and, with a distance threshold, of those with a released row
    closer than it (``close_noisy``), with the noise's std (``noise_std``). Then
@@ -37,8 +37,8 @@ from typing import Any
 
 import pandas as pd
 
+from fedsynth.sovereignty.policy import GENERALISED, Policy
 from fedsynth.tabular.schema import Schema
-from fedsynth.validator.policy import GENERALISED, Policy
 
 TOLERANCE_STDS = 3.0  # a site rule passes when the noisy total is at most this many noise std above zero
 

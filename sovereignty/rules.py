@@ -3,7 +3,7 @@
 Participation and the per-jurisdiction ε caps are rules too: they are checked
 here from what the server already knows (each site's declared jurisdiction and
 the ε its accountant reports), and can be passed to
-``validator.release.apply_release_rules(other_rules=...)`` so that a breach also
+``sovereignty.release_gate.apply_release_rules(other_rules=...)`` so that a breach also
 withholds the release.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from fedsynth.validator.policy import Policy
-from fedsynth.validator.release import ReleaseDecision
+from fedsynth.sovereignty.policy import Policy
+from fedsynth.sovereignty.release_gate import ReleaseDecision
 
 EPSILON_TOLERANCE = 1e-9  # accountants' rounding; a site at exactly its cap passes
 

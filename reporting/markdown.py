@@ -1,6 +1,6 @@
 """``report.md``: the run's report in plain language, with PNG plots, for a privacy officer.
 
-Reads the dictionary written as ``report.json`` (``server.report.build_report``, plus the
+Reads the dictionary written as ``report.json`` (``reporting.run_report.build_report``, plus the
 optional ``validator``, ``sovereignty`` and ``release`` sections) and writes
 ``out_dir/report.md`` and ``out_dir/plots/*.png``. Every optional section may be
 missing (a report from an older run): the text then says it was not recorded.

@@ -23,7 +23,7 @@ synthetic table, computes, and sends back only:
 
 Distances are Euclidean in the codec's encoded space (``tabular.codec.TableCodec``:
 numeric columns scaled to [-1, 1] over the public bounds, categories one-hot), the
-same space as ``metrics.privacy``'s DCR. Two rows that differ in one category are
+same space as ``metrics.disclosure``'s DCR. Two rows that differ in one category are
 at least sqrt(2) apart; one unit of a 0..100 integer column is 0.02.
 """
 
@@ -39,9 +39,9 @@ import pandas as pd
 from fedsynth.metrics.neighbours import nearest_distances
 from fedsynth.privacy.budget import History, epsilon_of
 from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.sovereignty.policy import GENERALISED  # a generalised quasi-identifier value: matches any real value
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import Schema
-from fedsynth.validator.policy import GENERALISED  # a generalised quasi-identifier value: matches any real value
 
 DEFAULT_RADIUS = 0.5  # public radius of the fixed-radius coverage, in encoded space
 
@@ -116,7 +116,7 @@ def noisy_release_counts(
 ) -> dict[str, Any]:
     """The release gate's check of ``synthetic`` against this site's rows, as a DP release.
 
-    ``synthetic``: the table as it would be released (``validator.release.prepare_release``):
+    ``synthetic``: the table as it would be released (``sovereignty.release_gate.prepare_release``):
     columns dropped by the policy are left out of the comparison, and a generalised ``*``
     matches any value (conservative: it can only raise the counts). ``real``: this site's
     validated rows. Releases ``copied_noisy`` (real rows some released row copies) and, when
@@ -197,7 +197,7 @@ def feedback_sums(
       distance among real rows, one added row could shrink for many rows); sensitivity 1.
 
     Sums, not means: a mean's sensitivity 1/(n−1) depends on the private row count n, a sum's
-    does not. The server divides by the site's public row count (``server.validation.combine_feedback``).
+    does not. The server divides by the site's public row count (``server.oversight.combine_feedback``).
     """
     out = {}
     for col in schema.columns:

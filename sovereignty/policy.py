@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsynth.errors import UserError
+from fedsynth.core.errors import UserError
 from fedsynth.tabular.schema import Schema, category_label, read_yaml_file
 
 SMALL_CELL_ACTIONS = ("suppress", "generalise")

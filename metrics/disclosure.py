@@ -35,7 +35,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from fedsynth.metrics.neighbours import nearest_distances
-from fedsynth.metrics.sampling import encode, subsample
+from fedsynth.metrics.subsample import encode, subsample
 from fedsynth.tabular.schema import Schema
 
 

@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fedsynth import __version__
-from fedsynth.config import RunConfig
+from fedsynth.core import __version__
+from fedsynth.core.config import RunConfig
 from fedsynth.strategies.gan_fedavg import RoundLog
 
 NOISE_SECRET = "ChaCha20 keyed from the operating system's CSPRNG per mechanism; counts: OpenDP discrete Gaussian"

@@ -8,11 +8,11 @@ The server never holds real data, so it splits the work:
   stop (keeping the best round) or roll back with a lower learning rate;
 - what needs real data it asks the sites for, with a Flower evaluate message
   carrying a synthetic sample: noisy per-column distance sums and a coverage
-  count (``validator.site_checks.noisy_feedback``, charged to each site's
+  count (``client.site_checks.noisy_feedback``, charged to each site's
   accountant) every ``validator-feedback-every`` rounds, which
   ``combine_feedback`` divides by the sites' public row counts; once at the end,
   DP-noised counts of the site's real rows that the released table copies or
-  comes close to (``validator.site_checks.noisy_release_counts``, charged to
+  comes close to (``client.site_checks.noisy_release_counts``, charged to
   each site's accountant; the gate decides on their noisy sum);
 - participation: sites declare a jurisdiction; updates from a site the policy
   does not admit are dropped and the site is not asked again (the site also
@@ -45,9 +45,9 @@ from fedsynth.protocol.messages import (
     site_name,
 )
 from fedsynth.server.run_state import keep_ledgers
-from fedsynth.validator.policy import Policy, ReleaseRules
-from fedsynth.validator.release import ReleaseDecision, apply_release_rules, prepare_release
-from fedsynth.validator.sovereignty import epsilon_caps_rule, participation_rule
+from fedsynth.sovereignty.policy import Policy, ReleaseRules
+from fedsynth.sovereignty.release_gate import ReleaseDecision, apply_release_rules, prepare_release
+from fedsynth.sovereignty.rules import epsilon_caps_rule, participation_rule
 
 DEFAULT_POLICY = Policy(allowed_jurisdictions=(), release=ReleaseRules(no_copies=True), name="default",
                         description="no policy given: every site admitted; no released row may copy a real one",
@@ -138,7 +138,7 @@ def combine_feedback(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
     Each site sends, per column, a noisy n_s·distance (KS for numbers, TV for categories) and a
     noisy count of its rows covered by the sample, with its public row count n̂_s
-    (``validator.site_checks.noisy_feedback``). The pooled score is Σ_s sum_s / Σ_s n̂_s:
+    (``client.site_checks.noisy_feedback``). The pooled score is Σ_s sum_s / Σ_s n̂_s:
     ``shape:<column>`` = 1 − pooled distance, ``coverage`` = pooled covered share; ``noise_std``
     is the std of the noise each score carries. Values are not clipped to [0, 1], so they stay
     unbiased.
