@@ -44,6 +44,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
+from fedsynth.core.errors import ConfigError
 from fedsynth.protocol.messages import SECAGG_KEYS_FIELD
 
 # Each site scales its update by rows / max_weight before quantisation, so the error of the mean is about
@@ -142,6 +143,15 @@ class SecureRound:
         }
 
 
+def check_site_count(sites: int) -> None:
+    """Refuse a secure sum over more sites than the modulus holds: the sum would wrap around silently."""
+    if sites > MAX_SITES:
+        raise ConfigError(
+            f"secure-aggregation sums at most {MAX_SITES} sites without overflow (modulus 2^32, quantisation "
+            f"2^26); this federation has {sites}: turn secure-aggregation off or use fewer sites"
+        )
+
+
 def secure_train_round(
     grid: Grid,
     messages: list[Message],
@@ -151,6 +161,7 @@ def secure_train_round(
     max_weight: int = DEFAULT_MAX_WEIGHT,
 ) -> SecureRound:
     """Run the SecAgg+ workflow over ``messages`` (train messages, one per site) and return the unmasked mean."""
+    check_site_count(len(messages))
     recording = RecordingGrid(grid)
     keys = list(reference.keys())
     proxies, instructions = SimpleClientManager(), []

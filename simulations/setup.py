@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import DataError
 from fedsynth.privacy.histograms import parse_pairs
+from fedsynth.server.secure_round import check_site_count
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.loading import load_table
 from fedsynth.tabular.partitioning import MIN_SITE_ROWS, num_sites, parse_partition, partition_table
@@ -35,6 +36,8 @@ def prepare_simulation(config: RunConfig, echo: Callable[[str], None] = print) -
     table = load_table(config.data, schema)
     spec = parse_partition(config.partition, schema)
     count = num_sites(spec, table, config.clients)
+    if config.secure_aggregation:
+        check_site_count(count)  # before Flower starts, not in round 1
     sites = partition_table(table, spec, count, config.seed)
     site_rows = {name: len(frame) for name, frame in sites}
     small = {name: n for name, n in site_rows.items() if n < MIN_SITE_ROWS}

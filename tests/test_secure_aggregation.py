@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
@@ -27,7 +28,8 @@ from fedsynth.models.packing import pack
 from fedsynth.protocol.messages import SECAGG_KEYS_FIELD as KEYS_FIELD
 from fedsynth.protocol.messages import SECURE_METRICS_RECORD
 from fedsynth.server.checkpoints import load_checkpoint
-from fedsynth.server.secure_round import CLIPPING_RANGE, QUANTIZATION_RANGE
+from fedsynth.server.secure_round import CLIPPING_RANGE, MAX_SITES, QUANTIZATION_RANGE, check_site_count
+from fedsynth.simulations.setup import prepare_simulation
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import dump_schema
 from tests.test_strategy import reply, strategy_with
@@ -179,3 +181,17 @@ def test_server_learns_only_the_mean_and_it_matches_plain_fedavg(tmp_path, small
     plain_eps = json.loads((plain / "report.json").read_text())["privacy"]["sites"]
     secure_eps = report["privacy"]["sites"]
     assert {n: s["epsilon"] for n, s in plain_eps.items()} == {n: s["epsilon"] for n, s in secure_eps.items()}
+
+
+def test_a_secure_sum_over_more_sites_than_the_modulus_holds_is_refused_before_flower_starts(tmp_path):
+    # 2^32 / 2^26 = 64 quantised updates fit in the modulus; a 65th would wrap the sum around silently.
+    check_site_count(MAX_SITES)
+    with pytest.raises(ConfigError, match="at most 64 sites"):
+        check_site_count(MAX_SITES + 1)
+    table = pd.DataFrame({"x": np.linspace(0, 1, 65 * 12)})
+    (tmp_path / "t.csv").write_text(table.to_csv(index=False))
+    (tmp_path / "t.yaml").write_text("columns:\n  - {name: x, type: continuous, min: 0, max: 1}\n")
+    config = RunConfig(data=str(tmp_path / "t.csv"), schema=str(tmp_path / "t.yaml"), partition="iid", clients=65,
+                       secure_aggregation=True, transfer_dtype="float32", out=str(tmp_path / "out"))  # fmt: skip
+    with pytest.raises(ConfigError, match="this federation has 65"):
+        prepare_simulation(config, echo=lambda _line: None)
