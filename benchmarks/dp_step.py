@@ -71,7 +71,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedsynth.client.task import plan_budget, train_round
+from fedsynth.client.task import train_round
 from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import Discriminator, GanShape, Generator, build_gan
 from fedsynth.privacy.budget import SiteBudget
@@ -83,6 +83,7 @@ from fedsynth.privacy.dp_training import (
     sample_rate_for,
 )
 from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.privacy.site_plan import plan_for_rate
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.datasets import DEFAULT_DATA, DEFAULT_SCHEMA
 from fedsynth.tabular.loading import load_table
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     region = data[torch.from_numpy((table["region"] == args.region).to_numpy())]
     if len(region) == 0:
         parser.error(f"no HI rows with region={args.region!r}")
-    planned = plan_budget(config, sample_rate_for(len(region), size))
+    planned = plan_for_rate(config, sample_rate_for(len(region), size))
     g_steps = config.local_steps // config.d_steps
 
     def dp_round() -> None:

@@ -7,7 +7,7 @@ The same local work is timed two ways:
     (``client.site_data.load_site``, cached as in a simulation worker), build
     G+D and load the global weights (``models.packing.unpack``),
     ``client.task.train_round`` with the run's config, and pack the update.
-    Each site's budget is planned once beforehand (``client.task.plan_budget``,
+    Each site's budget is planned once beforehand (``privacy.site_plan.plan_for_rate``,
     not timed; its cost is shown on its own line). Run for the 4 sites
     sequentially, then on a 2-worker ``multiprocessing`` pool (spawned, one torch
     thread each), which mirrors the simulation: 2 CPUs, one CPU per ClientApp.
@@ -65,13 +65,14 @@ import torch
 from cpu_load import cpu_busy  # benchmarks/ sits first on sys.path when a script runs
 
 from fedsynth.client.site_data import load_site, schema_from_text
-from fedsynth.client.task import plan_budget, train_round
+from fedsynth.client.task import train_round
 from fedsynth.core.config import RunConfig
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, clear_epsilon_cache
 from fedsynth.privacy.dp_training import sample_rate_for
 from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.privacy.site_plan import plan_for_rate
 from fedsynth.simulations.runner import is_alive, run_simulation, stop_processes
 from fedsynth.simulations.setup import prepare_simulation
 from fedsynth.tabular.codec import TableCodec
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = []
     for n in plan.site_rows.values():
         t0 = time.perf_counter()
-        budgets.append(plan_budget(config, sample_rate_for(n, config.batch_size)).to_state())
+        budgets.append(plan_for_rate(config, sample_rate_for(n, config.batch_size)).to_state())
         plan_seconds.append(time.perf_counter() - t0)
     init_worker(config_map, schema_text, budgets, sites)
     tasks = lambda r: [(s, r) for s in range(sites)]  # noqa: E731

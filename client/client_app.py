@@ -38,14 +38,13 @@ from flwr.clientapp import ClientApp
 from fedsynth.client.secure_aggregation import secure_aggregation_mod
 from fedsynth.client.site_checks import epsilon_with_release, noisy_feedback, noisy_release_counts
 from fedsynth.client.site_data import SiteData, load_site, schema_from_text
-from fedsynth.client.task import plan_budget, train_round
+from fedsynth.client.task import train_round
 from fedsynth.client.wire_log import wire_log_mod
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import UserError
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, measurement_noise
-from fedsynth.privacy.dp_training import sample_rate_for
 from fedsynth.privacy.histograms import (
     add_noise,
     count,
@@ -60,6 +59,7 @@ from fedsynth.privacy.histograms import (
 )
 from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
 from fedsynth.privacy.secret_noise import NoiseSource
+from fedsynth.privacy.site_plan import PlanError, plan_site, site_epsilon
 from fedsynth.protocol.messages import (
     ARRAYS_RECORD,
     BUDGET_KEY,
@@ -151,7 +151,7 @@ def _failure(exc: UserError) -> SiteFailure:
         return SiteFailure(FailureCode.NOT_ADMITTED, exc.public, exc.site, exc.jurisdiction)
     if isinstance(exc, RefusalError):
         return SiteFailure(FailureCode.REFUSED, exc.public)
-    if isinstance(exc, NodeConfigError):
+    if isinstance(exc, (NodeConfigError, PlanError)):
         return SiteFailure(FailureCode.NODE_CONFIG, exc.public)
     return SiteFailure(FailureCode.DATA, exc.public)
 
@@ -186,50 +186,38 @@ def _restore_budget(context: Context, config: RunConfig, site_name: str, ledgers
     return restored
 
 
-def _site_epsilon(context: Context, config: RunConfig, site: SiteData, record: ConfigRecord) -> float:
-    """The run's ε, lowered to the jurisdiction's cap under the policy and to the site's own cap."""
+def _caps(context: Context, site: SiteData, record: ConfigRecord) -> tuple[float | None, float | None]:
+    """(jurisdiction cap under the federation's policy, the site's own cap from its node config)."""
     policy = _policy(record)
-    epsilon = config.epsilon
+    jurisdiction_cap = None
     if policy is not None and site.jurisdiction is not None:
-        epsilon = min(epsilon, policy.epsilon_cap(site.jurisdiction, epsilon))
-    if "epsilon" in context.node_config:  # a site may always ask for less than the federation offers
-        epsilon = min(epsilon, float(context.node_config["epsilon"]))
-    return epsilon
+        jurisdiction_cap = policy.epsilon_cap(site.jurisdiction, float("inf"))
+        jurisdiction_cap = None if jurisdiction_cap == float("inf") else jurisdiction_cap
+    site_cap = float(context.node_config["epsilon"]) if "epsilon" in context.node_config else None
+    return jurisdiction_cap, site_cap
 
 
 def _public_rows(context: Context, restored: SiteBudget | None) -> float:
     """The row count this site's mechanism is built on: declared public in its node config (``rows``),
     else the DP estimate from its own histogram release; 0 when it has neither yet."""
     if "rows" in context.node_config:
-        rows = float(context.node_config["rows"])
-        if not rows >= 1:
-            raise NodeConfigError("node config 'rows' must be a public row count of at least 1")
-        return rows
+        return float(context.node_config["rows"])
     return restored.public_rows if restored is not None else 0.0
 
 
 def _site_budget(context: Context, config: RunConfig, site: SiteData, record: ConfigRecord) -> SiteBudget:
-    """This site's own plan, with the spending it has on record: planned from public inputs only."""
+    """This site's own plan (``privacy.site_plan``), with the spending it has on record."""
     ledgers = str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None
     restored = _restore_budget(context, config, site.name, ledgers)
-    rows = _public_rows(context, restored)
-    if not rows:
-        raise NodeConfigError(
-            "no public row count: run with measure-fraction above 0 (the DP histograms give one) "
-            "or declare 'rows' in the node config"
-        )
-    if config.delta >= 1.0 / rows:
-        raise NodeConfigError(f"delta {config.delta:g} is not below 1/rows for this site's public row count")
     policy = _policy(record)  # None: the default policy, whose release rules ask for no copies
-    checks_release = policy is None or policy.release.no_copies or policy.release.min_distance > 0
-    budget = plan_budget(
+    jurisdiction_cap, site_cap = _caps(context, site, record)
+    budget = plan_site(
         config,
-        sample_rate_for(rows, config.batch_size),
-        _site_epsilon(context, config, site, record),
-        feedback_noise=config.validator_feedback_noise,
-        release_check_noise=config.release_check_noise if checks_release else 0.0,
+        _public_rows(context, restored),
+        jurisdiction_cap=jurisdiction_cap,
+        site_cap=site_cap,
+        release_check=policy is None or policy.release.no_copies or policy.release.min_distance > 0,
     )
-    budget.public_rows = rows
     if restored is not None:
         budget.history = list(restored.history)
         budget.release_checked = restored.release_checked
@@ -273,7 +261,7 @@ def measure(msg: Message, context: Context) -> Message:
     restored = _restore_budget(context, config, site.name, ledgers)
     if restored is not None and restored.measured:
         raise RefusalError("this site released its histograms already in this run; a second release is refused")
-    epsilon = _site_epsilon(context, config, site, record)
+    epsilon = site_epsilon(config.epsilon, *_caps(context, site, record))
     noise_multiplier = measurement_noise(epsilon, config.delta, config.measure_fraction, config.accountant)
     if not noise_multiplier:
         raise RefusalError("this run plans no measurement (measure-fraction is 0)")

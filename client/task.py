@@ -33,32 +33,6 @@ class RoundOutcome:
         return self.budget.exhausted
 
 
-def plan_budget(
-    config: RunConfig,
-    sample_rate: float,
-    epsilon: float | None = None,
-    feedback_noise: float = 0.0,
-    release_check_noise: float = 0.0,
-) -> SiteBudget:
-    """The site's budget for the whole run, planned from the run's step count and releases.
-
-    ``epsilon`` overrides the run's ε (a jurisdiction's cap); ``feedback_noise`` is the
-    noise multiplier of one validator feedback release on this site's data;
-    ``release_check_noise`` (> 0) reserves the release gate's DP check at that noise multiplier.
-    """
-    return SiteBudget.plan(
-        epsilon=config.epsilon if epsilon is None else epsilon,
-        delta=config.delta,
-        sample_rate=sample_rate,
-        planned_steps=config.rounds * config.local_steps,
-        accountant=config.accountant,
-        measure_fraction=config.measure_fraction,
-        feedback_noise=feedback_noise,
-        feedback_releases=len(config.feedback_rounds),
-        release_check_noise=release_check_noise,
-    )
-
-
 def train_round(
     generator: Generator,
     discriminator: Discriminator,
