@@ -50,19 +50,11 @@ from torch.func import functional_call, grad, vmap
 from fedsynth.audit.statistics import AuditResult, audit_mechanism
 from fedsynth.client.site_checks import _real_row_counts, feedback_sums, noisy_feedback, noisy_release_counts
 from fedsynth.core.config import RunConfig
+from fedsynth.marginals.bins import count, count_pairs, pair_layout, parse_pairs, schema_bins
+from fedsynth.marginals.release import add_noise, one_way_weight, release_noise_std
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.privacy.budget import SiteBudget, epsilon_of, measurement_noise
 from fedsynth.privacy.dp_training import discriminator_step, make_private_discriminator, sample_rate_for
-from fedsynth.privacy.histograms import (
-    add_noise,
-    count,
-    count_pairs,
-    one_way_weight,
-    pair_layout,
-    parse_pairs,
-    release_noise_std,
-    schema_bins,
-)
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.strategies.client_dp import GanClientDP
 from fedsynth.tabular.codec import TableCodec

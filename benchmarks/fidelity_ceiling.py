@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.core.config import RunConfig
+from fedsynth.marginals.bins import count, count_pairs, pair_layout, parse_pairs, schema_bins
+from fedsynth.marginals.calibration import OVERSAMPLE, rake
+from fedsynth.marginals.estimate import Marginals
 from fedsynth.metrics.fidelity import column_shapes, pair_trends
-from fedsynth.privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
-from fedsynth.server.calibration import OVERSAMPLE, rake
 from fedsynth.tabular.schema import Schema, load_schema
 from fedsynth.tabular.table import validate_frame
 

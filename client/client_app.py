@@ -42,21 +42,12 @@ from fedsynth.client.task import train_round
 from fedsynth.client.wire_log import wire_log_mod
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import UserError
+from fedsynth.marginals.bins import pair_layout, parse_pairs, schema_bins
+from fedsynth.marginals.estimate import estimate_rows
+from fedsynth.marginals.release import one_way_weight, release_histograms, release_record
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, measurement_noise
-from fedsynth.privacy.histograms import (
-    add_noise,
-    count,
-    count_pairs,
-    estimate_rows,
-    one_way_weight,
-    pair_layout,
-    parse_pairs,
-    release_noise_std,
-    release_record,
-    schema_bins,
-)
 from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.privacy.site_plan import PlanError, plan_site, site_epsilon
@@ -269,22 +260,20 @@ def measure(msg: Message, context: Context) -> Message:
     layout = schema_bins(schema, config.measure_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
-    one_way_std, pair_std = release_noise_std(noise_multiplier, len(layout), len(pairs), weight)
     # Charge first, then release: a crash in between over-counts, never under-counts.
     history = list(restored.history) if restored else []
     charged = SiteBudget(epsilon, config.delta, config.accountant, 0.0, 0.0, 0, history, noise_multiplier)
     charged.record_measurement()
     _save_budget(context, charged)
     noise = NoiseSource.for_run(config.reproducible_noise, config.seed, site.name, "measure")
-    one_way = add_noise(count(site.frame, layout), one_way_std, noise)
-    noisy = one_way + add_noise(count_pairs(site.frame, pairs), pair_std, noise)
-    charged.public_rows = estimate_rows(one_way)  # post-processing of what was just released
+    release = release_histograms(site.frame, layout, pairs, noise_multiplier, weight, noise)
+    charged.public_rows = estimate_rows(release.one_way)  # post-processing of what was just released
     _save_budget(context, charged)
     budget = _site_budget(context, config, site, record)  # the DP-SGD plan, built on that DP row count
     _save_budget(context, budget)
-    arrays = release_record(layout, pairs, noisy)
-    metrics = MetricRecord({"noise-std": one_way_std, "pair-noise-std": pair_std, "epsilon": budget.spent,
-                            WEIGHT_KEY: round(budget.public_rows)})  # fmt: skip
+    arrays = release_record(layout, pairs, release.one_way + release.two_way)
+    metrics = MetricRecord({"noise-std": release.one_way_std, "pair-noise-std": release.two_way_std,
+                            "epsilon": budget.spent, WEIGHT_KEY: round(budget.public_rows)})  # fmt: skip
     reply = {HISTOGRAMS_RECORD: arrays, METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}
     return Message(RecordDict(reply), reply_to=msg)
 

@@ -17,9 +17,9 @@ import torch
 from flwr.app import ArrayRecord
 
 from fedsynth.core.errors import CheckpointError
+from fedsynth.marginals.estimate import Marginals
 from fedsynth.models.gan import GanShape
 from fedsynth.models.packing import split
-from fedsynth.privacy.histograms import Marginals
 from fedsynth.tabular.schema import Schema, parse_schema
 
 FORMAT = "fedsynth-checkpoint/1"

@@ -26,10 +26,10 @@ from flwr.supercore import log
 
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import CheckpointError, UserError
+from fedsynth.marginals.estimate import Marginals
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import cast_record, pack
 from fedsynth.privacy.budget import SiteBudget
-from fedsynth.privacy.histograms import Marginals
 from fedsynth.protocol.messages import (
     LEDGERS_KEY,
     LR_SCALE_KEY,

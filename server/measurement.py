@@ -21,7 +21,9 @@ from flwr.supercore import log
 
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import UserError
-from fedsynth.privacy.histograms import Marginals, one_way_weight, pair_layout, parse_pairs, read_release, schema_bins
+from fedsynth.marginals.bins import pair_layout, parse_pairs, schema_bins
+from fedsynth.marginals.estimate import Marginals
+from fedsynth.marginals.release import one_way_weight, read_release
 from fedsynth.protocol.messages import LEDGERS_KEY, SERVER_ROUND_KEY, read_failure
 from fedsynth.server.oversight import Participation
 from fedsynth.server.run_state import RunState, keep_ledgers

@@ -6,10 +6,10 @@ import pandas as pd
 import torch
 from flwr.app import ArrayRecord
 
+from fedsynth.marginals.calibration import calibrated_sample
+from fedsynth.marginals.estimate import Marginals
 from fedsynth.models.gan import GanShape, Generator, build_gan
 from fedsynth.models.packing import unpack
-from fedsynth.privacy.histograms import Marginals
-from fedsynth.server.calibration import calibrated_sample
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import Schema
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import DataError
-from fedsynth.privacy.histograms import parse_pairs
+from fedsynth.marginals.bins import parse_pairs
 from fedsynth.server.secure_round import check_site_count
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.loading import load_table

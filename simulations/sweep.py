@@ -372,8 +372,10 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
     """
     from opacus.accountants.utils import get_noise_multiplier
 
+    from fedsynth.marginals.bins import schema_bins
+    from fedsynth.marginals.estimate import Marginals
+    from fedsynth.marginals.release import release_histograms
     from fedsynth.privacy.budget import epsilon_of
-    from fedsynth.privacy.histograms import Marginals, add_noise, count, release_noise_std, schema_bins
     from fedsynth.privacy.secret_noise import NoiseSource
     from fedsynth.tabular.partitioning import num_sites, partition_table
 
@@ -385,13 +387,15 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
     noise = float(get_noise_multiplier(target_epsilon=cell.epsilon, target_delta=run.delta, sample_rate=1.0, steps=1,
                                        accountant=run.accountant))  # fmt: skip
     layout = schema_bins(config.schema, run.measure_bins)
-    std, _ = release_noise_std(noise, len(layout))  # one-way only: sensitivity sqrt(columns)
     source = NoiseSource.for_run(run.reproducible_noise, cell.id, "dp-marginals")
     sums = [np.zeros(spec_.size) for spec_ in layout]
+    std = 0.0
     for _name, frame in sites:
         if len(frame) == 0:
             continue
-        for i, noisy in enumerate(add_noise(count(frame, layout), std, source)):
+        release = release_histograms(frame, layout, [], noise, 1.0, source)  # one-way only: sensitivity sqrt(K)
+        std = release.one_way_std
+        for i, noisy in enumerate(release.one_way):
             sums[i] += noisy
     marginals = Marginals.from_noisy_counts(layout, sums, std * math.sqrt(len(sites)))
     synthetic = marginals.sample_independent(len(train), seed=cell.seed)

@@ -12,26 +12,21 @@ import torch
 from scipy.stats import ks_2samp
 
 from fedsynth.core.errors import ConfigError
-from fedsynth.models.gan import Generator
-from fedsynth.privacy.budget import SiteBudget, epsilon_of
-from fedsynth.privacy.histograms import (
-    Marginals,
-    add_noise,
+from fedsynth.marginals.bins import (
     column_bins,
     count,
     count_pairs,
     fine_to_coarse,
-    one_way_weight,
     pair_layout,
     parse_pairs,
-    pooled_one_way,
-    read_release,
-    release_noise_std,
-    release_record,
     schema_bins,
 )
+from fedsynth.marginals.calibration import calibrated_sample
+from fedsynth.marginals.estimate import Marginals, pooled_one_way
+from fedsynth.marginals.release import add_noise, one_way_weight, read_release, release_noise_std, release_record
+from fedsynth.models.gan import Generator
+from fedsynth.privacy.budget import SiteBudget, epsilon_of
 from fedsynth.privacy.secret_noise import NoiseSource
-from fedsynth.server.calibration import calibrated_sample
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import parse_schema
 from fedsynth.tabular.table import validate_frame

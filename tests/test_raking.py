@@ -9,9 +9,10 @@ import torch
 
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import ConfigError
+from fedsynth.marginals.bins import count, count_pairs, pair_layout, parse_pairs, schema_bins
+from fedsynth.marginals.calibration import calibrated_sample, rake, recombine
+from fedsynth.marginals.estimate import Marginals
 from fedsynth.models.gan import Generator
-from fedsynth.privacy.histograms import Marginals, count, count_pairs, pair_layout, parse_pairs, schema_bins
-from fedsynth.server.calibration import calibrated_sample, rake, recombine
 from fedsynth.server.measurement import MARGINALS_STATE, measure_marginals, measurement_summary
 from fedsynth.server.run_state import RunState
 from fedsynth.tabular.codec import TableCodec

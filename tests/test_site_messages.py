@@ -18,9 +18,9 @@ from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from fedsynth.client import client_app
 from fedsynth.core.config import RunConfig
+from fedsynth.marginals.estimate import estimate_rows
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack
-from fedsynth.privacy.histograms import estimate_rows
 from fedsynth.protocol.messages import (
     LEDGERS_KEY,
     POLICY_KEY,

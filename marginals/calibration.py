@@ -34,8 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fedsynth.marginals.bins import bin_index
+from fedsynth.marginals.estimate import Marginals
 from fedsynth.models.gan import Generator
-from fedsynth.privacy.histograms import Marginals, bin_index
 from fedsynth.tabular.codec import TableCodec
 
 SUPPRESSED = -30.0  # logit bias of a category the DP marginal says is absent
