@@ -140,10 +140,11 @@ def _draw(generator: Generator, codec: TableCodec, bias: list[torch.Tensor], row
 
 def calibrated_sample(
     generator: Generator, codec: TableCodec, marginals: Marginals, rows: int, seed: int
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict[str, object] | None]:
     """``rows`` synthetic rows whose one-way (and measured two-way) marginals follow the DP marginals.
 
-    With two-way marginals, the raking diagnostics go to ``marginals.diagnostics["raking"]``.
+    Returns the rows and, with two-way marginals, what raking did (for the run's report; no private
+    data), else None.
     """
     bias = fit_logit_bias(generator, codec, marginals, seed=seed + 1)
     draw = min(max(OVERSAMPLE * rows, MIN_DRAW), max(MAX_DRAW, rows)) if marginals.pairs else rows
@@ -153,12 +154,12 @@ def calibrated_sample(
             values = table[span.column.name].to_numpy(dtype=float)
             mapped = marginals.quantile_map(index, values)
             table[span.column.name] = mapped.astype(np.int64) if span.column.type == "integer" else mapped
-    if marginals.pairs:
-        rng = np.random.default_rng(seed)
-        table = recombine(table, marginals.rake_mix, rng)
-        table, marginals.diagnostics["raking"] = rake(table, marginals, rows, rng)
-        marginals.diagnostics["raking"]["recombined_share"] = marginals.rake_mix
-    return table
+    if not marginals.pairs:
+        return table, None
+    rng = np.random.default_rng(seed)
+    table = recombine(table, marginals.rake_mix, rng)
+    table, raking = rake(table, marginals, rows, rng)
+    return table, {**raking, "recombined_share": marginals.rake_mix}
 
 
 def recombine(table: pd.DataFrame, share: float, rng: np.random.Generator) -> pd.DataFrame:

@@ -109,11 +109,7 @@ class PairMarginal:
 
 @dataclass
 class Marginals:
-    """Federation-wide DP marginals: one probability vector per column, and the measured pairs.
-
-    ``diagnostics`` is where post-processing (raking at sampling time) records what it
-    did, for the run's report; it holds no private data.
-    """
+    """Federation-wide DP marginals: one probability vector per column, and the measured pairs."""
 
     layout: list[ColumnBins]
     probabilities: list[np.ndarray]
@@ -121,7 +117,6 @@ class Marginals:
     pairs: list[PairMarginal] = field(default_factory=list)
     pair_bins: int = DEFAULT_PAIR_BINS
     rake_mix: float = 0.0  # share of raking candidates recombined column by column (``rake-mix``)
-    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_noisy_counts(

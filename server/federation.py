@@ -49,14 +49,13 @@ from fedsynth.server.checkpoints import checkpoint_calibration, load_checkpoint,
 from fedsynth.server.measurement import measure_marginals, measurement_summary
 from fedsynth.server.oversight import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
 from fedsynth.server.round_timer import RoundTimer
-from fedsynth.server.run_state import RunState, keep_ledgers
+from fedsynth.server.run_state import ClientLevelState, RunState, keep_ledgers
 from fedsynth.server.secure_round import (
     DEFAULT_MAX_WEIGHT,
-    SECURE_STATE,
     secure_aggregation_section,
     secure_train_round,
 )
-from fedsynth.server.synthesis import sample_table
+from fedsynth.server.synthesis import sample_release, sample_table
 from fedsynth.sovereignty.policy import Policy, load_policy
 from fedsynth.sovereignty.rules import release_section, sovereignty_section
 from fedsynth.strategies.client_dp import GanClientDP, client_level_section
@@ -69,7 +68,6 @@ from fedsynth.tabular.table import write_table
 from fedsynth.validator.collapse import CollapseRule, ValidatorHistory, Verdict, synthetic_health
 
 CONFIG_FILE = "config.json"  # the run's configuration, read back by --resume
-ROUND_PARTS_STATE = "round_parts"  # the run state's per-round split of the server's seconds
 
 
 class FederationStoppedError(UserError):
@@ -127,7 +125,7 @@ class Watch:
 
     @classmethod
     def start(cls, config: RunConfig, policy: Policy | None, state: RunState) -> Watch:
-        saved = state.extra.get("validator")
+        saved = state.validator
         history = (
             ValidatorHistory.from_dict(saved["history"])
             if saved
@@ -141,7 +139,7 @@ class Watch:
         return watch
 
     def save(self, state: RunState) -> None:
-        state.extra["validator"] = {
+        state.validator = {
             "history": self.history.to_dict(),
             "participation": self.participation.to_dict(),
             "feedback": self.feedback,
@@ -149,8 +147,77 @@ class Watch:
         }
 
 
+@dataclass
+class Run:
+    """One run's moving parts, put together once by ``run_federation``."""
+
+    grid: Grid
+    fed: Federation
+    strategy: GanFedAvg
+    watch: Watch
+    state: RunState
+    fields: dict[str, Any]  # sent with every request: the public schema and the federation's policy
+    marginals: Marginals | None
+    started: float
+
+    @property
+    def config(self) -> RunConfig:
+        return self.fed.config
+
+    def request(self, **more: Any) -> dict[str, Any]:
+        """A request's config fields, with the coordinator's current copy of the sites' ledgers."""
+        return {**self.fields, LEDGERS_KEY: json.dumps(self.state.ledgers), **more}
+
+
+@dataclass
+class RoundResult:
+    """What a training round gave, plain or secure: the new global model (None if no usable aggregate) and
+    the sites the policy excluded, with why."""
+
+    aggregated: ArrayRecord | None
+    excluded: dict[str, str]
+
+
 def run_federation(grid: Grid, config: RunConfig) -> dict:
     """Run every round, then write ``synthetic.csv``, ``report.json`` and checkpoints."""
+    run, arrays = _open_run(grid, config)
+    failed_in_a_row = 0
+    for server_round in range(run.state.completed_round + 1, config.rounds + 1):
+        tick, timer = time.time(), RoundTimer()
+        result = _train_round(run, server_round, arrays, timer)
+        entry = _log_round(run, server_round, result)
+        if result.aggregated is not None and len(entry.aggregated) >= config.min_replies:
+            arrays = cast_record(result.aggregated, "float32")  # the server's copy stays in full precision
+            run.watch.participation.contributed.update(entry.aggregated)
+            failed_in_a_row = 0
+        else:
+            failed_in_a_row += 1
+            log(WARNING, "fedsynth: round %d had %d usable update(s), %d needed (min-replies); model unchanged",
+                server_round, len(entry.aggregated), config.min_replies)  # fmt: skip
+        verdict = _close_round(run, server_round, arrays, entry, timer, tick)
+        if verdict.action == "stop":
+            log(WARNING, "fedsynth: collapse in round %d (%s); stopping, keeping round %s",
+                server_round, "; ".join(verdict.reasons), verdict.best_round)  # fmt: skip
+            arrays = _round_arrays(run.fed, verdict.best_round)
+            break
+        if verdict.action == "rollback":
+            arrays = _round_arrays(run.fed, verdict.rollback_to)
+            run.watch.lr_scale = verdict.lr_scale
+            log(WARNING, "fedsynth: collapse in round %d (%s); rolled back to round %s, learning rate x%.2f",
+                server_round, "; ".join(verdict.reasons), verdict.rollback_to, verdict.lr_scale)  # fmt: skip
+        if failed_in_a_row >= config.max_failed_rounds:
+            raise FederationStoppedError(
+                f"stopped after round {server_round}: {failed_in_a_row} rounds in a row without "
+                f"{config.min_replies} usable update(s) (max-failed-rounds); resume with --resume"
+            )
+        if entry.sites and all(m.get("budget-exhausted") for m in entry.sites.values()) and not entry.aggregated:
+            log(INFO, "fedsynth: every site has spent its privacy budget; stopping after round %d", server_round)
+            break
+    return _finish(run, arrays)
+
+
+def _open_run(grid: Grid, config: RunConfig) -> tuple[Run, ArrayRecord]:
+    """Everything fixed before round 1: folders, the start (fresh or resumed), the strategy, the DP marginals."""
     started = time.time()
     if config.reproducible_noise:
         log(WARNING, "fedsynth: %s", NOT_DP_WARNING)
@@ -163,116 +230,92 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
     if not config.resume:
         write_json(fed.out / CONFIG_FILE, config.to_mapping())
     strategy = build_strategy(config)
-    strategy.history = list(state.history)
+    strategy.history = state.history  # one round log: the strategy appends, the state saves it
     watch = Watch.start(config, policy, state)
     fields = {SCHEMA_KEY: dump_schema_text(fed.schema)}
     if policy is not None:
         fields[POLICY_KEY] = Path(config.policy).read_text(encoding="utf-8")
     marginals = measure_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation)
+    run = Run(grid, fed, strategy, watch, state, fields, marginals, started)
     if isinstance(strategy, GanClientDP):
-        entry = state.extra.setdefault("client_dp", {"releases": 0})
         # m is fixed for the whole run, a resumed one too: the divisor the noise was sized for.
-        entry.setdefault("sites", len(_admitted_nodes_after_wait(grid, strategy, watch)))
-        strategy.admit(entry["sites"])
-    failed_in_a_row = 0
-
-    for server_round in range(state.completed_round + 1, config.rounds + 1):
-        tick, timer = time.time(), RoundTimer()
-        train_config = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), LR_SCALE_KEY: watch.lr_scale})
-        sent = cast_record(arrays, config.transfer_dtype)
-        messages = watch.participation.without_excluded(
-            strategy.configure_train(server_round, sent, train_config, grid)
-        )
-        if config.secure_aggregation:
-            with timer.part("exchange"):  # the SecAgg+ stages interleave messaging and summing
-                aggregated, excluded = _secure_exchange(grid, fed, strategy, watch, state, messages, server_round,
-                                                        arrays)  # fmt: skip
-        else:
-            with timer.part("exchange"):
-                replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
-            with timer.part("aggregate"):
-                keep_ledgers(replies, state.ledgers)
-                replies, excluded = watch.participation.screen(replies)
-                aggregated, _ = strategy.aggregate_train(server_round, replies)
-        if not strategy.history or strategy.history[-1].round != server_round:
-            strategy.history.append(RoundLog(round=server_round, failed={"all": "client-level DP skipped the round"}))
-        entry = strategy.history[-1]
-        if aggregated is not None and "client_dp" in state.extra:
-            state.extra["client_dp"]["releases"] += 1  # one Gaussian mechanism on the site updates
-        entry.failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
-        entry.missing = [n for n in entry.missing if n not in watch.participation.excluded_nodes.values()]
-        if aggregated is not None and len(entry.aggregated) >= config.min_replies:
-            arrays = cast_record(aggregated, "float32")  # the server's copy stays in full precision
-            watch.participation.contributed.update(entry.aggregated)
-            failed_in_a_row = 0
-        else:
-            failed_in_a_row += 1
-            log(WARNING, "fedsynth: round %d had %d usable update(s), %d needed (min-replies); model unchanged",
-                server_round, len(entry.aggregated), config.min_replies)  # fmt: skip
-
-        name = f"round-{server_round:03d}.pt"
-        with timer.part("checkpoint"):
-            save_checkpoint(fed.checkpoints / name, arrays, fed.schema, fed.shape, server_round)
-        with timer.part("validator"):
-            verdict = _validate_round(grid, fed, watch, arrays, server_round, fields, state)
-        state.completed_round, state.checkpoint = server_round, name
-        state.history = strategy.history
-        state.round_seconds.append(time.time() - tick)
-        parts = {**timer.finish(), **_site_seconds(entry)}
-        state.extra.setdefault(ROUND_PARTS_STATE, []).append(parts)
-        watch.save(state)
-        saving = time.perf_counter()
-        state.save(fed.checkpoints)
-        parts["state_save_after"] = time.perf_counter() - saving  # not in the round's seconds; kept for the report
-        _log_progress(server_round, config, entry, state.round_seconds[-1])
-
-        if verdict.action == "stop":
-            log(WARNING, "fedsynth: collapse in round %d (%s); stopping, keeping round %s",
-                server_round, "; ".join(verdict.reasons), verdict.best_round)  # fmt: skip
-            arrays = _round_arrays(fed, verdict.best_round)
-            break
-        if verdict.action == "rollback":
-            arrays = _round_arrays(fed, verdict.rollback_to)
-            watch.lr_scale = verdict.lr_scale
-            log(WARNING, "fedsynth: collapse in round %d (%s); rolled back to round %s, learning rate x%.2f",
-                server_round, "; ".join(verdict.reasons), verdict.rollback_to, verdict.lr_scale)  # fmt: skip
-        if failed_in_a_row >= config.max_failed_rounds:
-            raise FederationStoppedError(
-                f"stopped after round {server_round}: {failed_in_a_row} rounds in a row without "
-                f"{config.min_replies} usable update(s) (max-failed-rounds); resume with --resume"
-            )
-        if entry.sites and all(m.get("budget-exhausted") for m in entry.sites.values()) and not entry.aggregated:
-            log(INFO, "fedsynth: every site has spent its privacy budget; stopping after round %d", server_round)
-            break
-
-    return _finish(grid, fed, arrays, state, strategy, watch, fields, started, marginals)
+        if state.client_level is None:
+            state.client_level = ClientLevelState(sites=len(_admitted_nodes_after_wait(run)))
+        strategy.admit(state.client_level.sites)
+    return run, arrays
 
 
-def _secure_exchange(
-    grid: Grid,
-    fed: Federation,
-    strategy: GanFedAvg,
-    watch: Watch,
-    state: RunState,
-    messages: list,
-    server_round: int,
-    arrays: ArrayRecord,
-) -> tuple[ArrayRecord | None, dict[str, str]]:
+def _train_round(run: Run, server_round: int, arrays: ArrayRecord, timer: RoundTimer) -> RoundResult:
+    """Send the global model, gather the updates (plainly or under SecAgg+), screen and aggregate them."""
+    config = run.config
+    train_config = ConfigRecord(run.request(**{LR_SCALE_KEY: run.watch.lr_scale}))
+    sent = cast_record(arrays, config.transfer_dtype)
+    messages = run.watch.participation.without_excluded(
+        run.strategy.configure_train(server_round, sent, train_config, run.grid)
+    )
+    if config.secure_aggregation:
+        with timer.part("exchange"):  # the SecAgg+ stages interleave messaging and summing
+            return _secure_exchange(run, messages, server_round, arrays)
+    with timer.part("exchange"):
+        replies = list(run.grid.send_and_receive(messages, timeout=config.round_timeout))
+    with timer.part("aggregate"):
+        keep_ledgers(replies, run.state.ledgers)
+        replies, excluded = run.watch.participation.screen(replies)
+        aggregated, _ = run.strategy.aggregate_train(server_round, replies)
+    return RoundResult(aggregated, excluded)
+
+
+def _log_round(run: Run, server_round: int, result: RoundResult) -> RoundLog:
+    """The round's entry in the round log, with exclusions, and the client-level release counted."""
+    history = run.strategy.history
+    if not history or history[-1].round != server_round:
+        history.append(RoundLog(round=server_round, failed={"all": "client-level DP skipped the round"}))
+    entry = history[-1]
+    if result.aggregated is not None and run.state.client_level is not None:
+        run.state.client_level.releases += 1  # one Gaussian mechanism on the site updates
+    entry.failed.update({name: f"excluded: {why}" for name, why in result.excluded.items()})
+    entry.missing = [n for n in entry.missing if n not in run.watch.participation.excluded_nodes.values()]
+    return entry
+
+
+def _close_round(
+    run: Run, server_round: int, arrays: ArrayRecord, entry: RoundLog, timer: RoundTimer, tick: float
+) -> Verdict:
+    """Checkpoint the round, let the validator judge it, and save the state a resume starts from."""
+    fed, state = run.fed, run.state
+    name = f"round-{server_round:03d}.pt"
+    with timer.part("checkpoint"):
+        save_checkpoint(fed.checkpoints / name, arrays, fed.schema, fed.shape, server_round)
+    with timer.part("validator"):
+        verdict = _validate_round(run, arrays, server_round)
+    state.completed_round, state.checkpoint = server_round, name
+    state.round_seconds.append(time.time() - tick)
+    parts = {**timer.finish(), **_site_seconds(entry)}
+    state.round_parts.append(parts)
+    run.watch.save(state)
+    saving = time.perf_counter()
+    state.save(fed.checkpoints)
+    parts["state_save_after"] = time.perf_counter() - saving  # not in the round's seconds; kept for the report
+    _log_progress(server_round, run.config, entry, state.round_seconds[-1])
+    return verdict
+
+
+def _secure_exchange(run: Run, messages: list, server_round: int, arrays: ArrayRecord) -> RoundResult:
     """One round under SecAgg+: the sites' metrics and ledgers arrive in the clear, the updates only as a sum."""
-    known_rows = [int(m[WEIGHT_KEY]) for m in strategy.latest_site_metrics().values() if WEIGHT_KEY in m]
+    known_rows = [int(m[WEIGHT_KEY]) for m in run.strategy.latest_site_metrics().values() if WEIGHT_KEY in m]
     max_weight = max(known_rows, default=DEFAULT_MAX_WEIGHT)  # the tightest scale that cannot overflow
-    outcome = secure_train_round(grid, messages, server_round, arrays, fed.config.round_timeout, max_weight)
-    keep_ledgers(outcome.replies, state.ledgers)
-    replies, excluded = watch.participation.screen(outcome.replies)
+    outcome = secure_train_round(run.grid, messages, server_round, arrays, run.config.round_timeout, max_weight)
+    keep_ledgers(outcome.replies, run.state.ledgers)
+    replies, excluded = run.watch.participation.screen(outcome.replies)
     aggregate = outcome.aggregate
     inside_the_sum = [site_name(m) for m in outcome.replies if m.has_content() and site_name(m) in excluded]
     if inside_the_sum:
         # The policy excludes a site whose update is already in the sum, and a sum cannot be taken apart.
         log(WARNING, "fedsynth: round %d: discarding the secure sum, it includes %s", server_round, inside_the_sum)
         aggregate = None
-    aggregated = strategy.record_secure_round(server_round, replies, aggregate)
-    state.extra.setdefault(SECURE_STATE, []).append(outcome.summary(server_round))
-    return aggregated, excluded
+    aggregated = run.strategy.record_secure_round(server_round, replies, aggregate)
+    run.state.secure_rounds.append(outcome.summary(server_round))
+    return RoundResult(aggregated, excluded)
 
 
 def _site_seconds(entry: RoundLog) -> dict[str, float]:
@@ -288,60 +331,45 @@ def _round_arrays(fed: Federation, server_round: int | None) -> ArrayRecord:
     return load_checkpoint(fed.checkpoints / f"round-{server_round:03d}.pt")["record"]
 
 
-def _admitted_nodes_after_wait(grid: Grid, strategy: GanFedAvg, watch: Watch) -> list[int]:
-    strategy.wait_for_sites(grid, "client-level DP")
-    return _admitted_nodes(grid, watch)
+def _admitted_nodes_after_wait(run: Run) -> list[int]:
+    run.strategy.wait_for_sites(run.grid, "client-level DP")
+    return _admitted_nodes(run)
 
 
-def _admitted_nodes(grid: Grid, watch: Watch) -> list[int]:
-    return [n for n in grid.get_node_ids() if n not in watch.participation.excluded_nodes]
+def _admitted_nodes(run: Run) -> list[int]:
+    return [n for n in run.grid.get_node_ids() if n not in run.watch.participation.excluded_nodes]
 
 
-def _validate_round(
-    grid: Grid, fed: Federation, watch: Watch, arrays: ArrayRecord, server_round: int, fields: dict, state: RunState
-) -> Verdict:
+def _validate_round(run: Run, arrays: ArrayRecord, server_round: int) -> Verdict:
     """Score the new global generator's output (no real data), and ask sites for DP feedback when due."""
-    config = fed.config
+    fed, watch, config = run.fed, run.watch, run.config
     sample = sample_table(arrays, fed.schema, fed.shape, config.validator_rows, seed=config.seed + server_round)
     verdict = watch.history.observe(server_round, synthetic_health(sample, fed.schema, seed=config.seed))
     if server_round in config.feedback_rounds:
-        answers, failures = ask_sites(
-            grid,
-            _admitted_nodes(grid, watch),
-            {**fields, LEDGERS_KEY: json.dumps(state.ledgers), PURPOSE_KEY: Purpose.FEEDBACK,
-             SYNTHETIC_KEY: sample.to_csv(index=False), SERVER_ROUND_KEY: server_round},
-            config.round_timeout,
-            ledgers=state.ledgers,
-        )  # fmt: skip
+        request = run.request(**{PURPOSE_KEY: Purpose.FEEDBACK, SYNTHETIC_KEY: sample.to_csv(index=False),
+                                 SERVER_ROUND_KEY: server_round})  # fmt: skip
+        answers, failures = ask_sites(run.grid, _admitted_nodes(run), request, config.round_timeout,
+                                      ledgers=run.state.ledgers)  # fmt: skip
         combined = combine_feedback(answers)
         combined["failed"] = failures
         watch.feedback[str(server_round)] = combined
     return verdict
 
 
-def _finish(
-    grid: Grid,
-    fed: Federation,
-    arrays: ArrayRecord,
-    state: RunState,
-    strategy: GanFedAvg,
-    watch: Watch,
-    fields: dict,
-    started: float,
-    marginals: Marginals | None,
-) -> dict:
+def _finish(run: Run, arrays: ArrayRecord) -> dict:
+    """Sample the table, ask the release gate, and write what the run produced."""
     training_done = time.time()
-    config = fed.config
-    calibration = marginals if config.calibrate else None
-    extra = {"calibration": checkpoint_calibration(marginals, config.measure_bins)} if calibration else {}
+    fed, state, strategy, watch, config = run.fed, run.state, run.strategy, run.watch, run.config
+    calibration = run.marginals if config.calibrate else None
+    extra = {"calibration": checkpoint_calibration(calibration, config.measure_bins)} if calibration else {}
     save_checkpoint(fed.checkpoints / "final.pt", arrays, fed.schema, fed.shape, state.completed_round, extra=extra)
     site_metrics = _with_ledgers(strategy.latest_site_metrics(), state)
     rows = config.rows or int(sum(m.get(WEIGHT_KEY, 0) for m in site_metrics.values()))
-    table = sample_table(arrays, fed.schema, fed.shape, rows, seed=config.seed, marginals=calibration)
+    table, raking = sample_release(arrays, fed.schema, fed.shape, rows, seed=config.seed, marginals=calibration)
 
     policy = watch.participation.policy or DEFAULT_POLICY
     epsilons = {name: float(m.get("epsilon", 0.0)) for name, m in site_metrics.items()}
-    decision = release_gate(grid, _admitted_nodes(grid, watch), table, policy, fields, watch.participation,
+    decision = release_gate(run.grid, _admitted_nodes(run), table, policy, run.fields, watch.participation,
                             epsilons, config.epsilon, config.round_timeout, fed.schema, state.ledgers)  # fmt: skip
     state.save(fed.checkpoints)  # the sites' ledgers now hold the release check's charge: keep it for a resume
     site_metrics = _with_ledgers(strategy.latest_site_metrics(), state)  # ε now includes the release check
@@ -352,11 +380,11 @@ def _finish(
         synthetic.unlink()  # never leave an earlier table looking released
     finished = time.time()
     timings = {
-        "total_seconds": finished - started,
-        "training_seconds": training_done - started,
+        "total_seconds": finished - run.started,
+        "training_seconds": training_done - run.started,
         "sampling_seconds": finished - training_done,
         "rounds_seconds": state.round_seconds,
-        "round_parts": state.extra.get(ROUND_PARTS_STATE, []),
+        "round_parts": state.round_parts,
         "resumed_after_rounds": state.resumed_at,
     }
     outputs = {
@@ -366,13 +394,13 @@ def _finish(
         "final_checkpoint": "checkpoints/final.pt",
     }
     report = build_report(config, site_metrics, strategy.history, timings, outputs)
-    report["privacy"]["measurement"] = measurement_summary(config, state)
+    report["privacy"]["measurement"] = measurement_summary(config, state, raking)
     report["privacy"]["validator_feedback"] = _feedback_costs(state, watch)
-    if "client_dp" in state.extra:
-        entry = state.extra["client_dp"]
-        report["privacy"]["client_level"] = client_level_section(config, entry["sites"], entry["releases"])
+    if state.client_level is not None:
+        level = state.client_level
+        report["privacy"]["client_level"] = client_level_section(config, level.sites, level.releases)
     if config.secure_aggregation:
-        report["secure_aggregation"] = secure_aggregation_section(state.extra.get(SECURE_STATE, []))
+        report["secure_aggregation"] = secure_aggregation_section(state.secure_rounds)
     report["validator"] = {**watch.history.to_dict(), "site_feedback": watch.feedback}
     report["sovereignty"] = sovereignty_section(policy, decision)
     report["release"] = release_section(decision, "synthetic.csv")

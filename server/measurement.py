@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from logging import INFO
+from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -29,8 +30,6 @@ from fedsynth.server.oversight import Participation
 from fedsynth.server.run_state import RunState, keep_ledgers
 from fedsynth.strategies.gan_fedavg import GanFedAvg
 from fedsynth.tabular.schema import Schema
-
-MARGINALS_STATE = "marginals"
 
 
 class MeasurementFailedError(UserError):
@@ -51,11 +50,9 @@ def measure_marginals(
         return None
     layout = schema_bins(schema, config.measure_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
-    if MARGINALS_STATE in state.extra:  # measured before this resume: never again
-        entry = state.extra[MARGINALS_STATE]
-        marginals = Marginals.from_state(schema, entry["marginals"], config.measure_bins)
+    if state.measurement is not None:  # measured before this resume: never again
+        marginals = Marginals.from_state(schema, state.measurement["marginals"], config.measure_bins)
         marginals.rake_mix = config.rake_mix  # a sampling setting, not part of the release
-        marginals.diagnostics = entry.setdefault("post_processing", {})
         return marginals
     nodes = strategy.wait_for_sites(grid, "measurement")
     query = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), SERVER_ROUND_KEY: 0})
@@ -94,7 +91,7 @@ def measure_marginals(
         layout, sums, noise_std, pairs, pair_sums, config.measure_pair_bins, pair_noise_std
     )
     marginals.rake_mix = config.rake_mix
-    state.extra[MARGINALS_STATE] = {
+    state.measurement = {
         "marginals": marginals.to_state(),
         "sites": sites,
         "failed": failed,
@@ -102,18 +99,17 @@ def measure_marginals(
         "pair_noise_std_per_count": pair_noise_std if pairs else None,
         "one_way_weight": one_way_weight(config.measure_one_way_weight, len(layout), len(pairs)),
         "histograms": len(layout) + len(pairs),
-        "post_processing": marginals.diagnostics,  # filled in by raking at sampling time, for the report
     }
     log(INFO, "fedsynth: measured DP histograms from %d site(s): %d one-way, %d two-way (noise std per count "
         "%.1f one-way, %.1f two-way)", len(sites), len(layout), len(pairs), noise_std, pair_noise_std)  # fmt: skip
     return marginals
 
 
-def measurement_summary(config: RunConfig, state: RunState) -> dict:
-    """What the report says about the histogram release."""
-    if MARGINALS_STATE not in state.extra:
+def measurement_summary(config: RunConfig, state: RunState, raking: dict[str, Any] | None = None) -> dict:
+    """What the report says about the histogram release (and, when the released table was raked, how)."""
+    if state.measurement is None:
         return {"released": False}
-    entry = state.extra[MARGINALS_STATE]
+    entry = state.measurement
     pairs = [entry_pair["columns"] for entry_pair in entry["marginals"].get("pairs", [])]
     used_for = []
     if config.calibrate:
@@ -136,5 +132,5 @@ def measurement_summary(config: RunConfig, state: RunState) -> dict:
         "one_way_weight": entry.get("one_way_weight") if pairs else None,
         "pair_noise_std_per_count": entry.get("pair_noise_std_per_count"),
         "used_for": used_for,
-        "raking": entry.get("post_processing", {}).get("raking"),
+        "raking": raking,
     }

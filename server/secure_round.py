@@ -56,7 +56,6 @@ QUANTIZATION_RANGE = 2**26  # finer than Flower's default 2**22: per-site error 
 MODULUS_RANGE = 2**32  # sums of up to MODULUS_RANGE / QUANTIZATION_RANGE = 64 sites cannot overflow
 MAX_SITES = MODULUS_RANGE // QUANTIZATION_RANGE
 RECONSTRUCTION_SHARE = 2 / 3  # share of a site's neighbours needed to unmask (tolerates dropouts)
-SECURE_STATE = "secure_aggregation"  # the run state's list of per-round summaries
 
 
 @dataclass

@@ -33,9 +33,21 @@ def sample_table(
     marginals: Marginals | None = None,
 ) -> pd.DataFrame:
     """``rows`` synthetic rows in the schema's columns and domain; calibrated when ``marginals`` are given."""
+    return sample_release(record, schema, shape, rows, seed, marginals)[0]
+
+
+def sample_release(
+    record: ArrayRecord,
+    schema: Schema,
+    shape: GanShape,
+    rows: int,
+    seed: int = 0,
+    marginals: Marginals | None = None,
+) -> tuple[pd.DataFrame, dict[str, object] | None]:
+    """``sample_table``, with what raking did when it raked (None otherwise), for the run's report."""
     generator, codec = load_generator(record, schema, shape)
     if rows == 0:
-        return pd.DataFrame({name: [] for name in schema.names})
+        return pd.DataFrame({name: [] for name in schema.names}), None
     if marginals is not None:
         return calibrated_sample(generator, codec, marginals, rows, seed)
     rng = torch.Generator().manual_seed(seed)
@@ -43,4 +55,4 @@ def sample_table(
     for start in range(0, rows, _CHUNK):
         n = min(_CHUNK, rows - start)
         parts.append(codec.decode(generator.sample(n, generator=rng).numpy()))
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True), None

@@ -50,11 +50,11 @@ def test_the_attack_has_power_where_the_noise_is_weaker(small_schema, small_tabl
 
 
 def test_the_feedback_attack_sees_the_canary_when_the_noise_is_low(small_schema, small_table):
-    # At noise multiplier 0.5 one feedback release is worth ε ≈ 10: the projection attack finds a
-    # clearly positive bound, still under that claim.
-    config = RunConfig(batch_size=32, epsilon=1.0, validator_feedback_noise=0.5)
+    # At noise multiplier 0.25 one feedback release is worth ε ≈ 26: the projection attack finds a
+    # clearly positive bound (about 3 to 4 with 600 runs per world), still under that claim.
+    config = RunConfig(batch_size=32, epsilon=1.0, validator_feedback_noise=0.25)
     result = audit_feedback(small_table, small_schema, config, trials=600, confidence=0.95)
-    assert 1.0 < result.honest.epsilon_lower_bound <= result.epsilon
+    assert 1.5 < result.honest.epsilon_lower_bound <= result.epsilon
 
 
 def test_fedsynth_audit_writes_the_table_a_privacy_officer_reads(tmp_path, small_schema, small_table):

@@ -122,7 +122,7 @@ def test_calibration_moves_a_biased_generator_to_the_dp_marginals(small_schema, 
     layout = schema_bins(small_schema, bins=16)
     marginals = Marginals.from_noisy_counts(layout, count(small_table, layout), noise_std=0.0)
     raw = codec.decode(generator.sample(5_000, generator=torch.Generator().manual_seed(0)).numpy())
-    table = calibrated_sample(generator, codec, marginals, rows=5_000, seed=0)
+    table, _ = calibrated_sample(generator, codec, marginals, rows=5_000, seed=0)
     validate_frame(table.astype({"age": float}), small_schema)
     target = small_table["region"].value_counts(normalize=True)
     assert abs(raw["region"].value_counts(normalize=True).get("east", 0) - target["east"]) > 0.3

@@ -13,7 +13,7 @@ from fedsynth.marginals.bins import count, count_pairs, pair_layout, parse_pairs
 from fedsynth.marginals.calibration import calibrated_sample, rake, recombine
 from fedsynth.marginals.estimate import Marginals
 from fedsynth.models.gan import Generator
-from fedsynth.server.measurement import MARGINALS_STATE, measure_marginals, measurement_summary
+from fedsynth.server.measurement import measure_marginals, measurement_summary
 from fedsynth.server.run_state import RunState
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import parse_schema
@@ -89,13 +89,12 @@ def test_calibrated_sample_rakes_only_when_pairs_were_measured():
     torch.manual_seed(0)
     generator = Generator(codec, noise_dim=8, hidden=16)  # untrained: its dependence is arbitrary
     with_pairs = _exact_marginals(real, "x:y,x:z")
-    table = calibrated_sample(generator, codec, with_pairs, rows=3000, seed=0)
+    table, raking = calibrated_sample(generator, codec, with_pairs, rows=3000, seed=0)
     assert len(table) == 3000 and _pair_gap(table, with_pairs) < 0.05
-    raking = with_pairs.diagnostics["raking"]
     assert raking["candidate_rows"] >= 5 * 3000 and raking["rows"] == 3000
     one_way_only = _exact_marginals(real, "")
-    plain = calibrated_sample(generator, codec, one_way_only, rows=3000, seed=0)
-    assert len(plain) == 3000 and "raking" not in one_way_only.diagnostics
+    plain, no_raking = calibrated_sample(generator, codec, one_way_only, rows=3000, seed=0)
+    assert len(plain) == 3000 and no_raking is None
     assert _pair_gap(plain, with_pairs) > _pair_gap(table, with_pairs) + 0.05
 
 
@@ -127,15 +126,14 @@ def test_resume_restores_the_pairs_without_measuring_again():
     real = _toy_table()
     marginals = _exact_marginals(real, "x:y", bins=32, pair_bins=8)
     state = RunState()
-    state.extra[MARGINALS_STATE] = {"marginals": marginals.to_state(), "sites": ["s0"], "failed": {},
+    state.measurement = {"marginals": marginals.to_state(), "sites": ["s0"], "failed": {},
                                     "noise_std_per_count": 3.0, "histograms": 4}  # fmt: skip
     config = RunConfig.from_mapping({"measure-pairs": "x:y"})
     # No grid, strategy or participation: measuring again would fail loudly.
     restored = measure_marginals(None, None, config, TOY, {}, state, None)  # type: ignore[arg-type]
     assert [p.bins.key for p in restored.pairs] == ["pair:x|y"]
     assert np.allclose(restored.pairs[0].probabilities, marginals.pairs[0].probabilities)
-    restored.diagnostics["raking"] = {"iterations": 3}
-    summary = measurement_summary(config, state)
+    summary = measurement_summary(config, state, raking={"iterations": 3})
     assert summary["pairs"] == [["x", "y"]] and summary["histograms"] == 4
     assert summary["raking"] == {"iterations": 3} and len(summary["used_for"]) == 2
 
