@@ -53,15 +53,19 @@ from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.privacy.site_plan import PlanError, plan_site, site_epsilon
 from fedsynth.protocol.messages import (
     ARRAYS_RECORD,
+    BUDGET_EXHAUSTED_KEY,
     BUDGET_KEY,
     CONFIG_RECORD,
     COUNTS_RECORD,
+    EPSILON_KEY,
     FEEDBACK_SUM_PREFIX,
     HISTOGRAMS_RECORD,
     JURISDICTION_KEY,
     LEDGERS_KEY,
     LR_SCALE_KEY,
     METRICS_RECORD,
+    NOISE_STD_KEY,
+    PAIR_NOISE_STD_KEY,
     POLICY_KEY,
     PUBLIC_ROWS_KEY,
     PURPOSE_KEY,
@@ -272,8 +276,8 @@ def measure(msg: Message, context: Context) -> Message:
     budget = _site_budget(context, config, site, record)  # the DP-SGD plan, built on that DP row count
     _save_budget(context, budget)
     arrays = release_record(layout, pairs, release.one_way + release.two_way)
-    metrics = MetricRecord({"noise-std": release.one_way_std, "pair-noise-std": release.two_way_std,
-                            "epsilon": budget.spent, WEIGHT_KEY: round(budget.public_rows)})  # fmt: skip
+    metrics = MetricRecord({NOISE_STD_KEY: release.one_way_std, PAIR_NOISE_STD_KEY: release.two_way_std,
+                            EPSILON_KEY: budget.spent, WEIGHT_KEY: round(budget.public_rows)})  # fmt: skip
     reply = {HISTOGRAMS_RECORD: arrays, METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}
     return Message(RecordDict(reply), reply_to=msg)
 
@@ -309,12 +313,12 @@ def train(msg: Message, context: Context) -> Message:
             TRAINED_KEY: outcome.trained_steps,
             "steps": outcome.budget.steps,
             "max-steps": outcome.budget.max_steps,
-            "epsilon": spent,
+            EPSILON_KEY: spent,
             "epsilon-budget": outcome.budget.epsilon,
             "delta": outcome.budget.delta,
             "noise-multiplier": outcome.budget.noise_multiplier,
             "sample-rate": outcome.budget.sample_rate,
-            "budget-exhausted": int(outcome.budget_exhausted),
+            BUDGET_EXHAUSTED_KEY: int(outcome.budget_exhausted),
             "loss-discriminator-fake": outcome.loss_discriminator_fake,
             "loss-generator": outcome.loss_generator,
         }
@@ -402,9 +406,9 @@ def _feedback(
     metrics = MetricRecord(
         {
             **{FEEDBACK_SUM_PREFIX + key: value for key, value in released["values"].items()},
-            "noise-std": released["noise_std"],
+            NOISE_STD_KEY: released["noise_std"],
             PUBLIC_ROWS_KEY: float(budget.public_rows),
-            "epsilon": budget.spent,
+            EPSILON_KEY: budget.spent,
         }
     )
     return Message(RecordDict({METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}), reply_to=msg)

@@ -30,8 +30,8 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict, recorddict_to_fitins
 
+from fedsynth.protocol.messages import ARRAYS_RECORD, CONFIG_RECORD, TRAINED_KEY, WEIGHT_KEY
 from fedsynth.protocol.messages import SECAGG_KEYS_FIELD as KEYS_FIELD
-from fedsynth.protocol.messages import TRAINED_KEY, WEIGHT_KEY
 
 
 class UnsafeUpdateError(RuntimeError):
@@ -51,7 +51,7 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
     def train_then_hand_back(legacy: Message, ctx: Context) -> Message:
         sent = legacy.content
         legacy.content = _native_content(sent)  # same message and metadata, the handler's own layout
-        keys = list(legacy.content["arrays"].keys())  # the server's order, for the reply
+        keys = list(legacy.content[ARRAYS_RECORD].keys())  # the server's order, for the reply
         try:
             reply = call_next(legacy, ctx)
         finally:
@@ -72,7 +72,7 @@ def _native_content(content: RecordDict) -> RecordDict:
         raise ValueError(f"secure aggregation: {len(values)} arrays for {len(keys)} keys")
     arrays = ArrayRecord({key: Array(np.asarray(value)) for key, value in zip(keys, values, strict=True)})
     config = {k: v for k, v in fitins.config.items() if k != KEYS_FIELD}
-    return RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
+    return RecordDict({ARRAYS_RECORD: arrays, CONFIG_RECORD: ConfigRecord(config)})
 
 
 def _legacy_content(reply: RecordDict, keys: list[str]) -> RecordDict:

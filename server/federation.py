@@ -31,6 +31,8 @@ from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import cast_record, pack
 from fedsynth.privacy.budget import SiteBudget
 from fedsynth.protocol.messages import (
+    BUDGET_EXHAUSTED_KEY,
+    EPSILON_KEY,
     LEDGERS_KEY,
     LR_SCALE_KEY,
     POLICY_KEY,
@@ -210,7 +212,7 @@ def run_federation(grid: Grid, config: RunConfig) -> dict:
                 f"stopped after round {server_round}: {failed_in_a_row} rounds in a row without "
                 f"{config.min_replies} usable update(s) (max-failed-rounds); resume with --resume"
             )
-        if entry.sites and all(m.get("budget-exhausted") for m in entry.sites.values()) and not entry.aggregated:
+        if entry.sites and all(m.get(BUDGET_EXHAUSTED_KEY) for m in entry.sites.values()) and not entry.aggregated:
             log(INFO, "fedsynth: every site has spent its privacy budget; stopping after round %d", server_round)
             break
     return _finish(run, arrays)
@@ -368,7 +370,7 @@ def _finish(run: Run, arrays: ArrayRecord) -> dict:
     table, raking = sample_release(arrays, fed.schema, fed.shape, rows, seed=config.seed, marginals=calibration)
 
     policy = watch.participation.policy or DEFAULT_POLICY
-    epsilons = {name: float(m.get("epsilon", 0.0)) for name, m in site_metrics.items()}
+    epsilons = {name: float(m.get(EPSILON_KEY, 0.0)) for name, m in site_metrics.items()}
     decision = release_gate(run.grid, _admitted_nodes(run), table, policy, run.fields, watch.participation,
                             epsilons, config.epsilon, config.round_timeout, fed.schema, state.ledgers)  # fmt: skip
     state.save(fed.checkpoints)  # the sites' ledgers now hold the release check's charge: keep it for a resume
@@ -423,7 +425,7 @@ def _with_ledgers(site_metrics: dict[str, dict[str, Any]], state: RunState) -> d
         merged = dict(metrics)
         if name in state.ledgers:
             budget = SiteBudget.from_state(state.ledgers[name])
-            merged.update({"epsilon": budget.spent, "steps": budget.steps})
+            merged.update({EPSILON_KEY: budget.spent, "steps": budget.steps})
         out[name] = merged
     return out
 

@@ -25,7 +25,16 @@ from fedsynth.core.errors import UserError
 from fedsynth.marginals.bins import pair_layout, parse_pairs, schema_bins
 from fedsynth.marginals.estimate import Marginals
 from fedsynth.marginals.release import one_way_weight, read_release
-from fedsynth.protocol.messages import LEDGERS_KEY, SERVER_ROUND_KEY, read_failure
+from fedsynth.protocol.messages import (
+    CONFIG_RECORD,
+    HISTOGRAMS_RECORD,
+    LEDGERS_KEY,
+    METRICS_RECORD,
+    NOISE_STD_KEY,
+    PAIR_NOISE_STD_KEY,
+    SERVER_ROUND_KEY,
+    read_failure,
+)
 from fedsynth.server.oversight import Participation
 from fedsynth.server.run_state import RunState, keep_ledgers
 from fedsynth.strategies.gan_fedavg import GanFedAvg
@@ -57,7 +66,7 @@ def measure_marginals(
     nodes = strategy.wait_for_sites(grid, "measurement")
     query = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), SERVER_ROUND_KEY: 0})
     messages = [
-        Message(RecordDict({"config": query}), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes
+        Message(RecordDict({CONFIG_RECORD: query}), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes
     ]
     replies, excluded = participation.screen(grid.send_and_receive(messages, timeout=config.round_timeout))
     keep_ledgers(replies, state.ledgers)  # a site is charged for its release even if its reply is unusable
@@ -70,15 +79,15 @@ def measure_marginals(
             failed[name] = read_failure(msg).reason
             continue
         try:
-            one_way, two_way = read_release(msg.content.array_records["histograms"], layout, pairs)
+            one_way, two_way = read_release(msg.content.array_records[HISTOGRAMS_RECORD], layout, pairs)
         except ValueError as exc:
             failed[name] = str(exc)
             continue
         for total, values in zip([*sums, *pair_sums], [*one_way, *two_way], strict=True):
             total += values
-        metrics = msg.content.metric_records["metrics"]
-        variance += float(metrics["noise-std"]) ** 2
-        pair_variance += float(metrics.get("pair-noise-std", metrics["noise-std"])) ** 2
+        metrics = msg.content.metric_records[METRICS_RECORD]
+        variance += float(metrics[NOISE_STD_KEY]) ** 2
+        pair_variance += float(metrics.get(PAIR_NOISE_STD_KEY, metrics[NOISE_STD_KEY])) ** 2
         sites.append(name)
     failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
     if len(sites) < config.min_replies:

@@ -34,7 +34,9 @@ from flwr.supercore import log
 
 from fedsynth.privacy.budget import SiteBudget
 from fedsynth.protocol.messages import (
+    CONFIG_RECORD,
     FEEDBACK_SUM_PREFIX,
+    NOISE_STD_KEY,
     PUBLIC_ROWS_KEY,
     PURPOSE_KEY,
     SITE_RECORD,
@@ -112,7 +114,8 @@ def ask_sites(
     """
     record = ConfigRecord(fields)
     messages = [
-        Message(RecordDict({"config": record}), dst_node_id=node, message_type=MessageType.EVALUATE) for node in nodes
+        Message(RecordDict({CONFIG_RECORD: record}), dst_node_id=node, message_type=MessageType.EVALUATE)
+        for node in nodes
     ]
     answers: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
@@ -148,7 +151,7 @@ def combine_feedback(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if not usable:
         return {"sites": [], "refused": refused, "values": {}}
     rows = sum(float(a[PUBLIC_ROWS_KEY]) for a in usable.values())
-    noise_std = math.sqrt(sum(float(a.get("noise-std", 0.0)) ** 2 for a in usable.values())) / rows
+    noise_std = math.sqrt(sum(float(a.get(NOISE_STD_KEY, 0.0)) ** 2 for a in usable.values())) / rows
     keys = sorted({k for a in usable.values() for k in a if k.startswith(FEEDBACK_SUM_PREFIX)})
     values = {}
     for key in keys:

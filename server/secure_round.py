@@ -45,7 +45,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
 from fedsynth.core.errors import ConfigError
-from fedsynth.protocol.messages import SECAGG_KEYS_FIELD
+from fedsynth.protocol.messages import ARRAYS_RECORD, CONFIG_RECORD, SECAGG_KEYS_FIELD
 
 # Each site scales its update by rows / max_weight before quantisation, so the error of the mean is about
 # sites x 2 x CLIPPING_RANGE / QUANTIZATION_RANGE x max_weight / total rows. max_weight is the largest site's
@@ -167,9 +167,9 @@ def secure_train_round(
     for msg in messages:
         proxy = GridClientProxy(msg.metadata.dst_node_id, grid, run_id=0)
         proxies.register(proxy)
-        config = dict(msg.content["config"])
+        config = dict(msg.content[CONFIG_RECORD])
         config[SECAGG_KEYS_FIELD] = json.dumps(keys)
-        arrays = msg.content["arrays"]
+        arrays = msg.content[ARRAYS_RECORD]
         parameters = ndarrays_to_parameters([np.asarray(arrays[key].numpy(), dtype=np.float32) for key in keys])
         instructions.append((proxy, FitIns(parameters, config)))
     strategy = SumOnlyStrategy(instructions)
