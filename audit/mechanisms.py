@@ -51,10 +51,11 @@ from fedsynth.audit.statistics import AuditResult, audit_mechanism
 from fedsynth.client.site_checks import _real_row_counts, feedback_sums, noisy_feedback, noisy_release_counts
 from fedsynth.core.config import RunConfig
 from fedsynth.marginals.bins import count, count_pairs, pair_layout, parse_pairs, schema_bins
-from fedsynth.marginals.release import add_noise, one_way_weight, release_noise_std
+from fedsynth.marginals.release import add_noise, one_way_weight
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.privacy.budget import SiteBudget, epsilon_of, measurement_noise
 from fedsynth.privacy.dp_training import discriminator_step, make_private_discriminator, sample_rate_for
+from fedsynth.privacy.mechanisms import histogram_noise_std
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.strategies.client_dp import GanClientDP
 from fedsynth.tabular.codec import TableCodec
@@ -128,7 +129,7 @@ def audit_histograms(
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
     z = measurement_noise(config.epsilon, config.delta, max(config.measure_fraction, 0.5), config.accountant)
-    one_std, pair_std = release_noise_std(z, len(layout), len(pairs), weight)
+    one_std, pair_std = histogram_noise_std(z, len(layout), len(pairs), weight)
     with_canary = pd.concat([table, canary], ignore_index=True)
     # (histograms without the canary, with it, noise std) for the one-way and the two-way part.
     groups = [(count(table, layout), count(with_canary, layout), one_std)]

@@ -36,7 +36,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsynth.client.secure_aggregation import secure_aggregation_mod
-from fedsynth.client.site_checks import epsilon_with_release, noisy_feedback, noisy_release_counts
+from fedsynth.client.site_checks import noisy_feedback, noisy_release_counts
 from fedsynth.client.site_data import SiteData, load_site, schema_from_text
 from fedsynth.client.task import train_round
 from fedsynth.client.wire_log import wire_log_mod
@@ -49,6 +49,7 @@ from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, measurement_noise
 from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
+from fedsynth.privacy.mechanisms import epsilon_with_release
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.privacy.site_plan import PlanError, plan_site, site_epsilon
 from fedsynth.protocol.messages import (

@@ -30,14 +30,13 @@ at least sqrt(2) apart; one unit of a 0..100 integer column is 0.02.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fedsynth.metrics.neighbours import nearest_distances
-from fedsynth.privacy.budget import History, epsilon_of
+from fedsynth.privacy.mechanisms import unit_sums_noise_std
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.sovereignty.policy import GENERALISED  # a generalised quasi-identifier value: matches any real value
 from fedsynth.tabular.codec import TableCodec
@@ -134,7 +133,7 @@ def noisy_release_counts(
         raise ValueError(f"noise_multiplier must be a positive finite number, got {noise_multiplier!r}")
     copied, close = _real_row_counts(synthetic, real, schema, distance_threshold)
     exact = np.array([copied, close] if distance_threshold > 0 else [copied], dtype=np.int64)
-    scale = float(noise_multiplier * math.sqrt(len(exact)))
+    scale = unit_sums_noise_std(noise_multiplier, len(exact))
     noisy = noise.discrete_gaussian(exact, scale)
     out: dict[str, Any] = {
         "synthetic_rows": len(synthetic),
@@ -241,7 +240,7 @@ def noisy_feedback(
     if not (math.isfinite(radius) and radius > 0):
         raise ValueError(f"radius must be a positive finite number, got {radius!r}")
     exact = feedback_sums(synthetic, real, schema, radius)
-    std = float(noise_multiplier * math.sqrt(len(exact)))
+    std = unit_sums_noise_std(noise_multiplier, len(exact))
     draws = noise.gaussian(len(exact), std)
     return {
         "values": {key: float(value + draw) for (key, value), draw in zip(exact.items(), draws, strict=True)},
@@ -250,14 +249,3 @@ def noisy_feedback(
         "radius": float(radius),
         "synthetic_rows": len(synthetic),
     }
-
-
-def epsilon_with_release(history: History, noise_multiplier: float, delta: float, accountant: str) -> float:
-    """ε the site would have spent after adding one release of ``noise_multiplier`` to its history.
-
-    Call before releasing and refuse when it exceeds the site's budget (or its jurisdiction's
-    cap): ``SiteBudget.steps_allowed`` counts DP-SGD steps only and does not see this release.
-    """
-    with warnings.catch_warnings():  # Opacus's PRV accountant warns about log(1 - q) at q = 1
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return epsilon_of([*history, (float(noise_multiplier), 1.0, 1)], delta, accountant)

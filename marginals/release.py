@@ -16,7 +16,6 @@ baseline of the sweeps and the audit all call it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +23,7 @@ import pandas as pd
 from flwr.app import Array, ArrayRecord
 
 from fedsynth.marginals.bins import ColumnBins, PairBins, count, count_pairs
+from fedsynth.privacy.mechanisms import histogram_noise_std
 from fedsynth.privacy.secret_noise import NoiseSource
 
 
@@ -46,7 +46,7 @@ def release_histograms(
     noise: NoiseSource,
 ) -> HistogramRelease:
     """Count ``frame`` in the public bins and release the counts as one Gaussian mechanism (module docstring)."""
-    one_way_std, two_way_std = release_noise_std(noise_multiplier, len(layout), len(pairs), weight)
+    one_way_std, two_way_std = histogram_noise_std(noise_multiplier, len(layout), len(pairs), weight)
     one_way = add_noise(count(frame, layout), one_way_std, noise)
     two_way = add_noise(count_pairs(frame, pairs), two_way_std, noise)
     return HistogramRelease(one_way, two_way, one_way_std, two_way_std)
@@ -67,20 +67,6 @@ def one_way_weight(setting: str, one_way: int, two_way: int) -> float:
     if one_way == 0 or two_way == 0:
         return 1.0
     return max(1.0, (two_way / one_way) ** (1.0 / 3.0))
-
-
-def release_noise_std(
-    noise_multiplier: float, one_way: int, two_way: int = 0, weight: float = 1.0
-) -> tuple[float, float]:
-    """Noise standard deviation on each (one-way, two-way) count of a release.
-
-    One row moves the released vector (``weight`` x each of the ``one_way`` histograms,
-    then the ``two_way`` ones) by exactly S = sqrt(one_way x weight^2 + two_way). Noise
-    ``noise_multiplier`` x S on every coordinate, divided back by the weight for the
-    one-way counts, gives (noise_multiplier x S / weight, noise_multiplier x S).
-    """
-    sensitivity = math.sqrt(one_way * weight**2 + two_way)
-    return noise_multiplier * sensitivity / weight, noise_multiplier * sensitivity
 
 
 def release_record(layout: list[ColumnBins], pairs: list[PairBins], noisy: list[np.ndarray]) -> ArrayRecord:

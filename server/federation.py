@@ -276,7 +276,11 @@ def _log_round(run: Run, server_round: int, result: RoundResult) -> RoundLog:
     if result.aggregated is not None and run.state.client_level is not None:
         run.state.client_level.releases += 1  # one Gaussian mechanism on the site updates
     entry.failed.update({name: f"excluded: {why}" for name, why in result.excluded.items()})
-    entry.missing = [n for n in entry.missing if n not in run.watch.participation.excluded_nodes.values()]
+    # An excluded site was sampled but never sent a message: it is excluded, not missing. The strategy may know
+    # it only by its node id (its refusal never reached the strategy), so match both.
+    excluded = run.watch.participation.excluded_nodes
+    gone = set(excluded.values()) | {f"node-{node}" for node in excluded}
+    entry.missing = [n for n in entry.missing if n not in gone]
     return entry
 
 

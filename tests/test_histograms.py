@@ -23,9 +23,10 @@ from fedsynth.marginals.bins import (
 )
 from fedsynth.marginals.calibration import calibrated_sample
 from fedsynth.marginals.estimate import Marginals, pooled_one_way
-from fedsynth.marginals.release import add_noise, one_way_weight, read_release, release_noise_std, release_record
+from fedsynth.marginals.release import add_noise, one_way_weight, read_release, release_record
 from fedsynth.models.gan import Generator
 from fedsynth.privacy.budget import SiteBudget, epsilon_of
+from fedsynth.privacy.mechanisms import histogram_noise_std
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.schema import parse_schema
@@ -65,8 +66,8 @@ def test_release_is_charged_as_one_gaussian_mechanism():
     assert budget.spent <= 1.0
     over = epsilon_of([*budget.history[:-1], (budget.noise_multiplier, 0.05, budget.max_steps + 1)], 1e-5, "rdp")
     assert over > 1.0
-    assert release_noise_std(2.0, 9) == (6.0, 6.0)  # L2 sensitivity sqrt(9 columns)
-    assert release_noise_std(2.0, 9, weight=3.0) == pytest.approx((6.0, 18.0))  # no pairs: weight changes nothing
+    assert histogram_noise_std(2.0, 9) == (6.0, 6.0)  # L2 sensitivity sqrt(9 columns)
+    assert histogram_noise_std(2.0, 9, weight=3.0) == pytest.approx((6.0, 18.0))  # no pairs: weight changes nothing
 
 
 def test_noise_has_the_stated_scale_and_keeps_counts_whole():
@@ -188,14 +189,14 @@ def test_one_row_moves_the_combined_release_by_exactly_sqrt_h(small_schema, smal
     for row in (0, 17, 399):
         without = _release_vector(small_table.drop(index=row), layout, pairs)
         assert np.linalg.norm(with_all - without) == pytest.approx(np.sqrt(histograms), abs=1e-12)
-    assert release_noise_std(2.0, 4, 4) == pytest.approx((2.0 * np.sqrt(8), 2.0 * np.sqrt(8)))
+    assert histogram_noise_std(2.0, 4, 4) == pytest.approx((2.0 * np.sqrt(8), 2.0 * np.sqrt(8)))
     # Weighted one-way histograms: the sensitivity is sqrt(4 w^2 + 4), and dividing the noise of
     # that vector back by w gives the one-way counts' noise.
     weighted = _release_vector(small_table, layout, pairs, weight=2.5)
     for row in (0, 17, 399):
         without = _release_vector(small_table.drop(index=row), layout, pairs, weight=2.5)
         assert np.linalg.norm(weighted - without) == pytest.approx(np.sqrt(4 * 2.5**2 + 4), abs=1e-12)
-    one_way, two_way = release_noise_std(2.0, 4, 4, weight=2.5)
+    one_way, two_way = histogram_noise_std(2.0, 4, 4, weight=2.5)
     assert two_way == pytest.approx(2.0 * np.sqrt(4 * 2.5**2 + 4)) and one_way == pytest.approx(two_way / 2.5)
     # The noise multiplier (hence ε) is the budget's; pairs only spread it over more counts.
     budget = SiteBudget.plan(epsilon=1.0, delta=1e-5, sample_rate=0.05, planned_steps=50, accountant="rdp",

@@ -11,7 +11,6 @@ import pytest
 
 from fedsynth.client.site_checks import (
     _real_row_counts,
-    epsilon_with_release,
     feedback_sums,
     ks_distance_count,
     noisy_feedback,
@@ -19,6 +18,7 @@ from fedsynth.client.site_checks import (
     tv_distance_count,
 )
 from fedsynth.privacy.budget import epsilon_of
+from fedsynth.privacy.mechanisms import epsilon_with_release
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.tabular.schema import parse_schema
 from fedsynth.tabular.table import validate_frame
