@@ -15,7 +15,7 @@ import typer
 
 from fedsynth import __version__
 from fedsynth.core.config import RunConfig
-from fedsynth.core.errors import ConfigError, UserError
+from fedsynth.core.errors import CheckpointError, ConfigError, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -338,9 +338,17 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file")] = False,
 ) -> None:
-    """Sample more synthetic rows from a checkpoint (post-processing: no privacy cost)."""
-    from fedsynth.server.checkpoints import calibration_of, load_checkpoint
+    """Sample more synthetic rows from a run's final checkpoint (post-processing: no privacy cost).
+
+    Only a model whose release was approved, and only in the form the run's policy allows: forbidden
+    columns and values are left out and small cells suppressed, as in the released table.
+    """
+    from fedsynth.server.checkpoints import calibration_of, load_checkpoint, release_of
+    from fedsynth.server.oversight import DEFAULT_POLICY
     from fedsynth.server.synthesis import sample_table
+    from fedsynth.sovereignty.policy import parse_policy
+    from fedsynth.sovereignty.release_gate import prepare_release
+    from fedsynth.tabular.schema import load_yaml
     from fedsynth.tabular.table import write_table
 
     with user_errors():
@@ -351,14 +359,32 @@ def generate(
         if not out.parent.exists():
             raise UserError(f"{out.parent}: folder does not exist")
         payload = load_checkpoint(checkpoint)
+        release = release_of(payload)
+        if release is None:
+            raise CheckpointError(
+                f"{checkpoint}: carries no release decision; generate samples only from a finished run's "
+                "checkpoints/final.pt whose release was approved"
+            )
+        if not release["approved"]:
+            raise CheckpointError(
+                f"{checkpoint}: the run's release was withheld ({'; '.join(release['reasons']) or 'see report.md'}); "
+                "sampling more rows from it would bypass that decision"
+            )
+        text = str(release.get("policy") or "")
+        policy = parse_policy(load_yaml(text), source=f"{checkpoint}:policy") if text else DEFAULT_POLICY
         table = sample_table(
             payload["record"], payload["schema"], payload["shape"], rows, seed=seed, marginals=calibration_of(payload)
         )
+        table, figures = prepare_release(table, policy, payload["schema"])
         try:
             write_table(table, out)
         except OSError as exc:
             raise UserError(f"{out}: cannot write ({exc.strerror})") from None
-        typer.echo(f"Wrote {rows} rows to {out} (checkpoint round {payload['round']})")
+        applied = f"; policy '{policy.name}' applied" if text else ""
+        if figures["columns_dropped"]:
+            applied += f" (left out: {', '.join(figures['columns_dropped'])})"
+        typer.echo(f"Wrote {len(table)} rows to {out} (checkpoint round {payload['round']}{applied}). "
+                   "The sites' release check judged the run's released table, not these rows.")  # fmt: skip
 
 
 @schema_app.command("draft")

@@ -86,6 +86,18 @@ def checkpoint_calibration(marginals: Marginals, bins: int) -> dict:
     return {"marginals": marginals.to_state(), "bins": bins}
 
 
+def checkpoint_release(approved: bool, reasons: list[str], policy_yaml: str) -> dict:
+    """The release decision a run's final checkpoint carries: ``fedsynth generate`` samples only from an
+    approved model, and applies the same policy (forbidden columns and values, small cells) to what it writes."""
+    return {"approved": bool(approved), "reasons": list(reasons), "policy": policy_yaml}
+
+
+def release_of(payload: dict) -> dict | None:
+    """The release decision stored in a loaded checkpoint, or ``None`` (a round checkpoint has none)."""
+    entry = payload.get("extra", {}).get("release")
+    return dict(entry) if entry else None
+
+
 def calibration_of(payload: dict) -> Marginals | None:
     """The ``Marginals`` stored in a loaded checkpoint, or ``None``."""
     entry = payload.get("extra", {}).get("calibration")

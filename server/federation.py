@@ -47,7 +47,7 @@ from fedsynth.protocol.messages import (
 )
 from fedsynth.reporting.markdown import write_markdown_report
 from fedsynth.reporting.run_report import NOT_DP_WARNING, build_report, json_safe, write_json
-from fedsynth.server.checkpoints import checkpoint_calibration, load_checkpoint, save_checkpoint
+from fedsynth.server.checkpoints import checkpoint_calibration, checkpoint_release, load_checkpoint, save_checkpoint
 from fedsynth.server.measurement import measure_marginals, measurement_summary
 from fedsynth.server.oversight import DEFAULT_POLICY, Participation, ask_sites, combine_feedback, release_gate
 from fedsynth.server.round_timer import RoundTimer
@@ -378,6 +378,8 @@ def _finish(run: Run, arrays: ArrayRecord) -> dict:
     decision = release_gate(run.grid, _admitted_nodes(run), table, policy, run.fields, watch.participation,
                             epsilons, config.epsilon, config.round_timeout, fed.schema, state.ledgers)  # fmt: skip
     state.save(fed.checkpoints)  # the sites' ledgers now hold the release check's charge: keep it for a resume
+    extra["release"] = checkpoint_release(decision.approved, decision.reasons, run.fields.get(POLICY_KEY, ""))
+    save_checkpoint(fed.checkpoints / "final.pt", arrays, fed.schema, fed.shape, state.completed_round, extra=extra)
     site_metrics = _with_ledgers(strategy.latest_site_metrics(), state)  # ε now includes the release check
     synthetic = fed.out / "synthetic.csv"
     if decision.approved:
