@@ -138,18 +138,62 @@ def _summary(report: Mapping[str, Any]) -> list[str]:
             f"- Highest privacy loss of any site: ε = {_num(privacy.get('epsilon_max'))} "
             f"(budget ε = {_num(privacy.get('epsilon_target'))}, δ = {privacy.get('delta', 'n/a')})."
         )
+    measurement = privacy.get("measurement") or {}
+    if measurement.get("released"):
+        lines.append(
+            f"- DP histograms: {len(measurement.get('sites') or [])} site(s) released their one-way histograms"
+            + (f" and {len(measurement.get('pairs') or [])} two-way one(s)" if measurement.get("pairs") else "")
+            + f" in round 0, spending {_pct(measurement.get('budget_fraction'))} of ε as if alone; the released "
+            "table is calibrated to them (post-processing)."
+        )
     if validator:
-        final = validator.get("final") or {}
-        collapsed = final.get("collapsed_rounds") or []
-        text = f"flagged in round(s) {', '.join(map(str, collapsed))}" if collapsed else "never flagged"
-        lines.append(f"- Mode collapse: {text}; final verdict **{final.get('verdict', 'n/a')}**.")
+        lines += _collapse_summary(validator, release)
     else:
         lines.append("- Mode collapse: not monitored in this run (no validator section).")
     if release:
-        lines.append(f"- Release of the synthetic table: **{'APPROVED' if release.get('approved') else 'WITHHELD'}**.")
+        lines.append(
+            f"- Release of the synthetic table: **{'APPROVED' if release.get('approved') else 'WITHHELD'}** "
+            "(judged on the table as released: the policy's rules and the sites' DP check for copied rows; "
+            "the release rules do not judge fidelity)."
+        )
     else:
         lines.append("- Release of the synthetic table: no release decision recorded (no release section).")
     return [*lines, ""]
+
+
+def _collapse_summary(validator: Mapping[str, Any], release: Mapping[str, Any] | None) -> list[str]:
+    """The collapse verdicts, each with the table it judged, and what they mean beside the release decision."""
+    final = validator.get("final") or {}
+    collapsed = final.get("collapsed_rounds") or []
+    text = f"flagged in round(s) {', '.join(map(str, collapsed))}" if collapsed else "never flagged"
+    lines = [
+        f"- Mode collapse of the **raw generator** (its sample after each round, before calibration): {text}; "
+        f"final verdict **{final.get('verdict', 'n/a')}**."
+    ]
+    released = validator.get("released_table") or {}
+    if released.get("judged"):
+        state = "healthy" if released.get("healthy") else "collapsed (" + "; ".join(released.get("reasons", [])) + ")"
+        lines.append(f"- Mode collapse of the **released table** (after calibration and the policy): **{state}**.")
+    approved = bool(release and release.get("approved"))
+    raw_collapsed = final.get("verdict") in ("collapsed", "stopped")
+    if approved and raw_collapsed and released.get("healthy"):
+        lines.append(
+            "- Both hold: the generator on its own collapsed, but calibration to the DP histograms spread the "
+            "released table's columns again, and that table passes the collapse rule; the release was approved on "
+            "its own rules. The relations between columns still come from the collapsed generator: check them "
+            "(`fedsynth evaluate`) before relying on them."
+        )
+    elif approved and released.get("judged") and not released.get("healthy"):
+        lines.append(
+            "- **The released table itself shows signs of collapse.** It was approved because the release rules "
+            "judge privacy and the policy, not fidelity: review it before use."
+        )
+    elif approved and raw_collapsed:
+        lines.append(
+            "- The raw generator collapsed and the release was approved: the release rules judge privacy and the "
+            "policy, not fidelity; review the table before use."
+        )
+    return lines
 
 
 def _privacy(report: Mapping[str, Any], plot: bool) -> list[str]:

@@ -409,18 +409,37 @@ def _finish(run: Run, arrays: ArrayRecord) -> dict:
         report["privacy"]["client_level"] = client_level_section(config, level.sites, level.releases)
     if config.secure_aggregation:
         report["secure_aggregation"] = secure_aggregation_section(state.secure_rounds)
-    report["validator"] = {**watch.history.to_dict(), "site_feedback": watch.feedback}
+    report["validator"] = {
+        **watch.history.to_dict(),
+        "judged": "the raw generator's sample after each round (validator-rows rows, before calibration)",
+        "released_table": _released_health(decision.table, fed.schema, watch.history.rule, config.seed),
+        "site_feedback": watch.feedback,
+    }
     report["sovereignty"] = sovereignty_section(policy, decision)
     report["release"] = release_section(decision, "synthetic.csv")
     report = json_safe(report)
     write_json(fed.out / "report.json", report)
     write_markdown_report(report, fed.out)
     outcome = f"wrote {len(decision.table)} rows to {synthetic}" if decision.approved else "release WITHHELD"
+    released_health = report["validator"]["released_table"]
+    log(INFO, "fedsynth: collapse monitor: raw generator %s; released table %s; see %s",
+        report["validator"]["final"]["verdict"],
+        ("healthy" if released_health["healthy"] else "collapsed") if released_health["judged"] else "not judged",
+        fed.out / "report.md")  # fmt: skip
     if config.reproducible_noise:
         log(WARNING, "fedsynth: %s. %s", outcome, report["privacy"]["warning"])
     else:
         log(INFO, "fedsynth: %s (ε max %.3f, δ %g)", outcome, report["privacy"]["epsilon_max"], config.delta)
     return report
+
+
+def _released_health(table: Any, schema: Schema, rule: CollapseRule, seed: int) -> dict[str, Any]:
+    """The collapse rule applied to the table as released (after calibration and the policy), on its own:
+    the round verdicts judge the raw generator, which calibration can change a great deal."""
+    if len(table) == 0 or len(table.columns) != len(schema.names):
+        return {"judged": False, "why": "no full table was released" if len(table) else "the table is empty"}
+    reasons = rule.check(synthetic_health(table, schema, seed=seed))
+    return {"judged": True, "healthy": not reasons, "reasons": reasons, "rows": len(table)}
 
 
 def _with_ledgers(site_metrics: dict[str, dict[str, Any]], state: RunState) -> dict[str, dict[str, Any]]:

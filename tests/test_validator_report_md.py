@@ -102,3 +102,38 @@ def test_full_report_with_collapse_rules_and_a_withheld_release(tmp_path):
         "tolerance 60.0 (3 x noise std 20.0; by site: site-a: 75)"
     ) in text
     assert "Shared without differential privacy" not in text
+
+
+def test_a_collapsed_generator_and_an_approved_table_are_both_explained(tmp_path):
+    from fedsynth.server.federation import _released_health
+    from fedsynth.validator.collapse import CollapseRule
+
+    report = run_report(tmp_path)
+    rng = np.random.default_rng(1)
+    collapsed = pd.DataFrame({"x": [0.5] * 200, "region": ["north"] * 200})  # the raw generator's sample
+    released = pd.DataFrame({"x": rng.uniform(0, 1, 500), "region": rng.choice(["north", "south"], 500)})
+    validator = ValidatorHistory(action="record")
+    for r in (1, 2, 3):
+        validator.observe(r, synthetic_health(collapsed, SCHEMA))
+    policy = parse_policy({"allowed_jurisdictions": ["j1"]}, source="policy.yaml")
+    decision = apply_release_rules(released, policy, SCHEMA, {"site-a": {"copied_noisy": 0, "noise_std": 20.0,
+                                   "synthetic_rows": 500, "columns_compared": ["x", "region"]}})  # fmt: skip
+    assert decision.approved
+    report["privacy"]["measurement"] = {"released": True, "sites": ["site-a", "site-b"], "budget_fraction": 0.5}
+    report.update(
+        validator={**validator.to_dict(), "released_table": _released_health(released, SCHEMA, CollapseRule(), 0)},
+        sovereignty=sovereignty_section(policy, decision),
+        release=release_section(decision, "synthetic.csv"),
+    )
+    text = write_markdown_report(report, tmp_path).read_text()
+    summary = text.split("## Privacy spent per site")[0]
+    assert "Mode collapse of the **raw generator** (its sample after each round, before calibration)" in summary
+    assert "final verdict **collapsed**" in summary
+    assert "Mode collapse of the **released table** (after calibration and the policy): **healthy**" in summary
+    assert "Both hold: the generator on its own collapsed" in summary
+    assert "**APPROVED** (judged on the table as released" in summary
+    assert "DP histograms: 2 site(s) released their one-way histograms in round 0" in summary
+    # A released table that itself collapsed is approved only with a warning that says so.
+    report["validator"]["released_table"] = _released_health(collapsed, SCHEMA, CollapseRule(), 0)
+    text = write_markdown_report(report, tmp_path).read_text()
+    assert "**The released table itself shows signs of collapse.**" in text and "Both hold" not in text
