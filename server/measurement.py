@@ -109,8 +109,9 @@ def measure_marginals(
         "one_way_weight": one_way_weight(config.measure_one_way_weight, len(layout), len(pairs)),
         "histograms": len(layout) + len(pairs),
     }
-    log(INFO, "fedsynth: measured DP histograms from %d site(s): %d one-way, %d two-way (noise std per count "
-        "%.1f one-way, %.1f two-way)", len(sites), len(layout), len(pairs), noise_std, pair_noise_std)  # fmt: skip
+    noise = f"{noise_std:.1f} per one-way count" + (f", {pair_noise_std:.1f} per two-way count" if pairs else "")
+    log(INFO, "fedsynth: measured DP histograms from %d site(s): %d one-way, %d two-way (summed noise std %s)",
+        len(sites), len(layout), len(pairs), noise)  # fmt: skip
     return marginals
 
 
