@@ -19,7 +19,7 @@ import torch
 from fedsynth.core.errors import DataError
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.loading import load_table
-from fedsynth.tabular.partitioning import MIN_SITE_ROWS, parse_partition, partition_table
+from fedsynth.tabular.partitioning import MIN_SITE_ROWS, parse_partition, partition_table, split_holdout
 from fedsynth.tabular.schema import Schema, load_yaml, parse_schema
 from fedsynth.tabular.table import read_table
 
@@ -42,12 +42,12 @@ def simulated_jurisdiction(site: str, mapping: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _simulated_sites(
-    data: str, schema_text: str, partition: str, clients: int, seed: int
+    data: str, schema_text: str, partition: str, clients: int, seed: int, holdout: float = 0.0
 ) -> tuple[tuple[str, pd.DataFrame], ...]:
     # Cached per process: Flower's simulation reuses worker processes across rounds,
     # so each worker reads and splits the table once.
     schema = schema_from_text(schema_text)
-    table = load_table(data, schema)
+    table, _ = split_holdout(load_table(data, schema), holdout, seed)  # held-out rows reach no site
     return tuple(partition_table(table, parse_partition(partition, schema), clients, seed))
 
 
@@ -72,6 +72,7 @@ def load_site(node_config: dict[str, Any], run_config: dict[str, Any], schema_te
             str(run_config["partition"]),
             int(run_config["clients"]),
             int(run_config["seed"]),
+            float(run_config.get("holdout", 0.0)),
         )
         pid = int(node_config["partition-id"])
         if pid >= len(sites):

@@ -80,6 +80,7 @@ class RunConfig:
     # Output.
     rows: int = 0  # 0: as many rows as the sites hold together
     seed: int = 0
+    holdout: float = 0.0  # simulation: share of rows kept out of every site, written to real/holdout.csv
     out: str = "outputs/fedsynth"
     resume: bool = False  # continue from the last checkpoint in ``out``
 
@@ -128,6 +129,8 @@ class RunConfig:
         for key in ("clients", "rows", "seed", "krum-byzantine"):
             if getattr(self, key.replace("-", "_")) < 0:
                 fail(key, "must not be negative")
+        if not (math.isfinite(self.holdout) and 0 <= self.holdout < 1):
+            fail("holdout", "must be a share of rows in [0, 1)")
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
             fail("epsilon", "must be a positive number")
         if not 0 < self.delta < 1:

@@ -8,13 +8,17 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
 
 from fedsynth import __version__
 from fedsynth.core.config import RunConfig
+
+if TYPE_CHECKING:
+    from fedsynth.simulations.setup import SimulationPlan
+
 from fedsynth.core.errors import CheckpointError, ConfigError, UserError
 
 app = typer.Typer(
@@ -147,6 +151,13 @@ def simulate(
         typer.Option(help=f"Synthetic rows to write, 0: as many as the real rows (default: {DEFAULTS.rows})"),
     ] = None,
     seed: Annotated[int | None, typer.Option(help=f"Random seed (default: {DEFAULTS.seed})")] = None,
+    holdout: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of rows kept out of every site, written with the training rows to OUT/real/ "
+            f"for fedsynth evaluate (default: {DEFAULTS.holdout})"
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("outputs/fedsynth"),
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of an existing output folder")] = False,
@@ -165,7 +176,7 @@ def simulate(
         if resume:
             given = {"--data": data, "--schema": schema, "--clients": clients, "--partition": partition,
                      "--local-steps": local_steps, "--epsilon": epsilon, "--delta": delta, "--rows": rows,
-                     "--seed": seed, "--set": set_, "--overwrite": overwrite or None}  # fmt: skip
+                     "--seed": seed, "--holdout": holdout, "--set": set_, "--overwrite": overwrite or None}  # fmt: skip
             ignored = [name for name, value in given.items() if value not in (None, "", [])]
             if ignored:
                 raise UserError(f"{', '.join(ignored)} cannot be used with --resume: the run continues with the "
@@ -175,7 +186,7 @@ def simulate(
             _check_clients(clients)
             out_dir = _check_out(out, overwrite)
             numbers = {"clients": clients, "rounds": rounds, "local-steps": local_steps, "epsilon": epsilon,
-                       "delta": delta, "rows": rows, "seed": seed}  # fmt: skip
+                       "delta": delta, "rows": rows, "seed": seed, "holdout": holdout}  # fmt: skip
             config = _options_config(data, schema, partition, numbers, set_ or [], out_dir)
 
         from fedsynth.simulations.setup import prepare_simulation
@@ -186,11 +197,30 @@ def simulate(
             _run_and_report(plan, Path(config.out), verbose)
             return
         _make_out(out_dir, overwrite)
+        _write_real_split(plan, out_dir)
         typer.echo(
             f"Starting Flower simulation: {plan.num_sites} sites, {config.rounds} rounds, "
             f"ε={config.epsilon:g} δ={config.delta:g} per site"
         )
         _run_and_report(plan, out_dir, verbose)
+
+
+def _write_real_split(plan: SimulationPlan, out_dir: Path) -> None:
+    """With --holdout: the real rows the sites got and the rows held out, for ``fedsynth evaluate``."""
+    from fedsynth.tabular.table import write_table
+
+    if plan.held_out is None or len(plan.held_out) == 0:
+        return
+    real = out_dir / "real"
+    real.mkdir(exist_ok=True)
+    write_table(plan.training, real / "train.csv")
+    write_table(plan.held_out, real / "holdout.csv")
+    (real / "README.txt").write_text(
+        "REAL rows, kept here so that `fedsynth evaluate` can compare the synthetic table with them.\n"
+        "train.csv: the rows the simulated sites trained on; holdout.csv: rows no site saw.\n"
+        "Never publish this folder with the synthetic table.\n",
+        encoding="utf-8",
+    )
 
 
 def _options_config(

@@ -12,13 +12,15 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pandas as pd
+
 from fedsynth.core.config import RunConfig
-from fedsynth.core.errors import DataError
+from fedsynth.core.errors import ConfigError, DataError
 from fedsynth.marginals.bins import parse_pairs
 from fedsynth.server.secure_round import check_site_count
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.loading import load_table
-from fedsynth.tabular.partitioning import MIN_SITE_ROWS, num_sites, parse_partition, partition_table
+from fedsynth.tabular.partitioning import MIN_SITE_ROWS, num_sites, parse_partition, partition_table, split_holdout
 from fedsynth.tabular.schema import load_schema
 
 
@@ -27,13 +29,18 @@ class SimulationPlan:
     config: RunConfig
     num_sites: int
     site_rows: dict[str, int]
+    held_out: pd.DataFrame | None = None  # with --holdout: the rows no site gets
+    training: pd.DataFrame | None = None  # the rows the sites share out
 
 
 def prepare_simulation(config: RunConfig, echo: Callable[[str], None] = print) -> SimulationPlan:
     """Validate schema, data and split; return the config the federation will run with."""
     schema = load_schema(resolve_schema_path(config.data, config.schema))
     parse_pairs(config.measure_pairs, schema)  # a column the schema lacks is an error now, not in round 0
-    table = load_table(config.data, schema)
+    table, held_out = split_holdout(load_table(config.data, schema), config.holdout, config.seed)
+    if config.holdout and (len(held_out) < MIN_SITE_ROWS or len(table) < MIN_SITE_ROWS):
+        raise ConfigError(f"options: 'holdout' {config.holdout:g} of {len(table) + len(held_out)} rows leaves fewer "
+                          f"than {MIN_SITE_ROWS} rows held out or for the sites")  # fmt: skip
     spec = parse_partition(config.partition, schema)
     count = num_sites(spec, table, config.clients)
     if config.secure_aggregation:
@@ -44,9 +51,11 @@ def prepare_simulation(config: RunConfig, echo: Callable[[str], None] = print) -
     if small:
         listed = ", ".join(f"{name} ({n} rows)" for name, n in small.items())
         raise DataError(f"{config.data}: partition '{spec.describe()}' leaves sites too small to train: {listed}")
-    echo(f"Data: {config.data}, {len(table)} rows, {len(schema.columns)} columns; "
+    if len(held_out):
+        echo(f"Holdout: {len(held_out)} rows kept out of every site (written to real/holdout.csv)")
+    echo(f"Data: {config.data}, {len(table)} rows for the sites, {len(schema.columns)} columns; "
          f"split {spec.describe()} into {count} sites: "
          + ", ".join(f"{name} {n}" for name, n in site_rows.items()))  # fmt: skip
     # Every site must take part in every round: the strategy waits for all of them.
     resolved = dataclasses.replace(config, min_sites=count, clients=count if spec.kind != "column" else 0)
-    return SimulationPlan(config=resolved, num_sites=count, site_rows=site_rows)
+    return SimulationPlan(config=resolved, num_sites=count, site_rows=site_rows, held_out=held_out, training=table)

@@ -224,6 +224,7 @@ def _fail(folder: Path, message: str) -> str:
 
 def split_table(table: pd.DataFrame, config: SweepConfig, out: Path, seed: int) -> tuple[Path, Path]:
     """Split the validated table once per seed into ``train.csv`` and ``holdout.csv`` (reused when present)."""
+    from fedsynth.tabular.partitioning import split_holdout
     from fedsynth.tabular.table import write_table
 
     folder = out / "data" / f"seed-{seed}"
@@ -234,14 +235,14 @@ def split_table(table: pd.DataFrame, config: SweepConfig, out: Path, seed: int) 
     if n_holdout < 10 or len(table) - n_holdout < 10:
         raise UserError(f"{config.source}: 'holdout' {config.holdout:g} of {len(table)} rows leaves fewer than 10 "
                         "rows for training or holdout")  # fmt: skip
-    order = np.random.default_rng(seed).permutation(len(table))
     frame = table.copy()
     for col in config.schema.columns:
         if col.type == "integer":
             frame[col.name] = frame[col.name].astype(np.int64)
     folder.mkdir(parents=True, exist_ok=True)
-    write_table(frame.iloc[np.sort(order[n_holdout:])], train_path)
-    write_table(frame.iloc[np.sort(order[:n_holdout])], holdout_path)
+    train, held_out = split_holdout(frame, config.holdout, seed)  # the split `fedsynth simulate --holdout` makes
+    write_table(train, train_path)
+    write_table(held_out, holdout_path)
     return train_path, holdout_path
 
 

@@ -17,6 +17,7 @@ import contextlib
 import io
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from fedsynth.core.errors import ConfigError
@@ -85,6 +86,19 @@ def num_sites(spec: PartitionSpec, frame: pd.DataFrame, clients: int) -> int:
             )
         return int(present)
     return clients or DEFAULT_SITES
+
+
+def split_holdout(frame: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows the sites get, rows held out): ``share`` of the rows, chosen by ``seed``, kept out of every site.
+
+    The same split in the setup (which writes the held-out rows) and at every simulated site (which drops
+    them before taking its partition); the order of the rows in each part is the table's.
+    """
+    held = round(share * len(frame))
+    if held == 0:
+        return frame, frame.iloc[0:0]
+    order = np.random.default_rng(seed).permutation(len(frame))
+    return frame.iloc[np.sort(order[held:])], frame.iloc[np.sort(order[:held])]
 
 
 def partition_table(
