@@ -5,21 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import click
 import typer
 
 from fedsynth import __version__
 from fedsynth.core.config import RunConfig
-
-if TYPE_CHECKING:
-    from fedsynth.simulations.setup import SimulationPlan
-
-from fedsynth.core.errors import CheckpointError, ConfigError, UserError
+from fedsynth.core.errors import ConfigError, UserError
+from fedsynth.simulations.run_folder import check_out, make_out, write_real_split
 
 app = typer.Typer(
     add_completion=False,
@@ -66,39 +62,6 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--set '{item}': expected KEY=VALUE")
         key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
-    return out
-
-
-def _check_out(out: Path, overwrite: bool) -> Path:
-    """Refuse an output folder that would lose earlier results, creating nothing."""
-    out = out.expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: output path exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out}: output folder is not empty; pass --overwrite or choose another --out")
-    return out
-
-
-# What a run writes into its output folder; --overwrite removes exactly these.
-RUN_OUTPUTS = ("synthetic.csv", "report.json", "report.md", "config.json", "checkpoints", "plots")
-
-
-def _make_out(out: Path, overwrite: bool = False) -> Path:
-    """Create the output folder (clearing an earlier run's outputs on --overwrite) and prove it is writable."""
-    if overwrite:
-        for name in RUN_OUTPUTS:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".fedsynth-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{out}: output folder is not writable ({exc.strerror})") from None
     return out
 
 
@@ -184,7 +147,7 @@ def simulate(
             config = _resumed_config(out, rounds)
         else:
             _check_clients(clients)
-            out_dir = _check_out(out, overwrite)
+            out_dir = check_out(out, overwrite)
             numbers = {"clients": clients, "rounds": rounds, "local-steps": local_steps, "epsilon": epsilon,
                        "delta": delta, "rows": rows, "seed": seed, "holdout": holdout}  # fmt: skip
             config = _options_config(data, schema, partition, numbers, set_ or [], out_dir)
@@ -196,31 +159,13 @@ def simulate(
             typer.echo(f"Resuming the run in {config.out}: {plan.num_sites} sites, up to round {config.rounds}")
             _run_and_report(plan, Path(config.out), verbose)
             return
-        _make_out(out_dir, overwrite)
-        _write_real_split(plan, out_dir)
+        make_out(out_dir, overwrite)
+        write_real_split(plan, out_dir)
         typer.echo(
             f"Starting Flower simulation: {plan.num_sites} sites, {config.rounds} rounds, "
             f"ε={config.epsilon:g} δ={config.delta:g} per site"
         )
         _run_and_report(plan, out_dir, verbose)
-
-
-def _write_real_split(plan: SimulationPlan, out_dir: Path) -> None:
-    """With --holdout: the real rows the sites got and the rows held out, for ``fedsynth evaluate``."""
-    from fedsynth.tabular.table import write_table
-
-    if plan.held_out is None or len(plan.held_out) == 0:
-        return
-    real = out_dir / "real"
-    real.mkdir(exist_ok=True)
-    write_table(plan.training, real / "train.csv")
-    write_table(plan.held_out, real / "holdout.csv")
-    (real / "README.txt").write_text(
-        "REAL rows, kept here so that `fedsynth evaluate` can compare the synthetic table with them.\n"
-        "train.csv: the rows the simulated sites trained on; holdout.csv: rows no site saw.\n"
-        "Never publish this folder with the synthetic table.\n",
-        encoding="utf-8",
-    )
 
 
 def _options_config(
@@ -271,7 +216,7 @@ def audit(
     """
     with user_errors():
         _check_clients(clients)
-        out_dir = _check_out(out, overwrite)
+        out_dir = check_out(out, overwrite)
         numbers = {"clients": clients, "epsilon": epsilon, "delta": delta, "seed": seed}
         config = _options_config(data, schema, partition, numbers, set_ or [], out_dir)
         if trials < 20:
@@ -373,12 +318,7 @@ def generate(
     Only a model whose release was approved, and only in the form the run's policy allows: forbidden
     columns and values are left out and small cells suppressed, as in the released table.
     """
-    from fedsynth.server.checkpoints import calibration_of, load_checkpoint, release_of
-    from fedsynth.server.oversight import DEFAULT_POLICY
-    from fedsynth.server.synthesis import sample_table
-    from fedsynth.sovereignty.policy import parse_policy
-    from fedsynth.sovereignty.release_gate import prepare_release
-    from fedsynth.tabular.schema import load_yaml
+    from fedsynth.server.synthesis import sample_released_model
     from fedsynth.tabular.table import write_table
 
     with user_errors():
@@ -388,32 +328,15 @@ def generate(
             raise UserError(f"{out}: file exists; pass --overwrite or choose another --out")
         if not out.parent.exists():
             raise UserError(f"{out.parent}: folder does not exist")
-        payload = load_checkpoint(checkpoint)
-        release = release_of(payload)
-        if release is None:
-            raise CheckpointError(
-                f"{checkpoint}: carries no release decision; generate samples only from a finished run's "
-                "checkpoints/final.pt whose release was approved"
-            )
-        if not release["approved"]:
-            raise CheckpointError(
-                f"{checkpoint}: the run's release was withheld ({'; '.join(release['reasons']) or 'see report.md'}); "
-                "sampling more rows from it would bypass that decision"
-            )
-        text = str(release.get("policy") or "")
-        policy = parse_policy(load_yaml(text), source=f"{checkpoint}:policy") if text else DEFAULT_POLICY
-        table = sample_table(
-            payload["record"], payload["schema"], payload["shape"], rows, seed=seed, marginals=calibration_of(payload)
-        )
-        table, figures = prepare_release(table, policy, payload["schema"])
+        sample = sample_released_model(checkpoint, rows, seed)
         try:
-            write_table(table, out)
+            write_table(sample.table, out)
         except OSError as exc:
             raise UserError(f"{out}: cannot write ({exc.strerror})") from None
-        applied = f"; policy '{policy.name}' applied" if text else ""
-        if figures["columns_dropped"]:
-            applied += f" (left out: {', '.join(figures['columns_dropped'])})"
-        typer.echo(f"Wrote {len(table)} rows to {out} (checkpoint round {payload['round']}{applied}). "
+        applied = f"; policy '{sample.policy_name}' applied" if sample.policy_name else ""
+        if sample.columns_dropped:
+            applied += f" (left out: {', '.join(sample.columns_dropped)})"
+        typer.echo(f"Wrote {len(sample.table)} rows to {out} (checkpoint round {sample.checkpoint_round}{applied}). "
                    "The sites' release check judged the run's released table, not these rows.")  # fmt: skip
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedsynth.core.errors import UserError
-from fedsynth.simulations.setup import SimulationPlan
+
+if TYPE_CHECKING:  # the setup imports torch and Flower; a refusal of the output folder must stay quick
+    from fedsynth.simulations.setup import SimulationPlan
 
 # What a run writes into its output folder; overwrite removes exactly these.
 RUN_OUTPUTS = ("synthetic.csv", "report.json", "report.md", "config.json", "checkpoints", "plots", "real")

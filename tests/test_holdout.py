@@ -15,6 +15,7 @@ from fedsynth.core.errors import ConfigError
 from fedsynth.tabular.partitioning import split_holdout
 from fedsynth.tabular.schema import dump_schema
 from tests.test_federation_in_process import federate
+from tests.test_layout import SHADOWS
 
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 
@@ -41,13 +42,18 @@ def test_held_out_rows_reach_no_site(tmp_path, small_table, small_schema, monkey
 
 @pytest.mark.e2e
 def test_simulate_holdout_then_evaluate(tmp_path, small_table, small_schema):
+    # Run from a folder whose own models/, server.py, client/ and metrics/ would fail if imported: the
+    # installed fedsynth.* modules must be the ones the CLI and Flower's processes load (tests/test_layout.py).
+    for name, text in SHADOWS.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
     data, schema, out = tmp_path / "t.csv", tmp_path / "t.yaml", tmp_path / "run"
     small_table.to_csv(data, index=False)
     dump_schema(small_schema, schema)
     ran = subprocess.run(
         [FEDSYNTH, "simulate", "--data", str(data), "--schema", str(schema), "--partition", "iid", "--clients", "2",
          "--rounds", "1", "--local-steps", "2", "--holdout", "0.25", "--out", str(out), "--set", "batch-size=32"],
-        capture_output=True, text=True, timeout=400,
+        capture_output=True, text=True, timeout=400, cwd=tmp_path,
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert "Holdout: 100 rows kept out of every site" in ran.stdout

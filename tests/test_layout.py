@@ -16,10 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from fedsynth.tabular.schema import dump_schema
-
 ROOT = Path(__file__).resolve().parents[1]
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 
@@ -112,19 +108,3 @@ def test_a_users_own_models_server_client_and_metrics_shadow_nothing(tmp_path):
     ran = subprocess.run([FEDSYNTH, "schema", "check", "--help"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr[-2000:]
-
-
-@pytest.mark.e2e
-def test_a_simulation_runs_from_a_folder_with_shadowing_modules(tmp_path, small_schema, small_table):
-    for name, text in SHADOWS.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    small_table.to_csv(tmp_path / "t.csv", index=False)
-    dump_schema(small_schema, tmp_path / "t.yaml")
-    ran = subprocess.run(
-        [FEDSYNTH, "simulate", "--data", "t.csv", "--schema", "t.yaml", "--partition", "iid", "--clients", "2",
-         "--rounds", "1", "--local-steps", "2", "--out", "out", "--set", "batch-size=32"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
-    assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "synthetic.csv").is_file()
