@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,13 +55,25 @@ def sample_release(
     if rows == 0:
         return pd.DataFrame({name: [] for name in schema.names}), None
     if marginals is not None:
-        return calibrated_sample(generator, codec, marginals, rows, seed)
+        table, raking = calibrated_sample(generator, codec, marginals, rows, seed)
+        return round_to_schema(table, schema), raking
     rng = torch.Generator().manual_seed(seed)
     parts = []
     for start in range(0, rows, _CHUNK):
         n = min(_CHUNK, rows - start)
         parts.append(codec.decode(generator.sample(n, generator=rng).numpy()))
-    return pd.concat(parts, ignore_index=True), None
+    return round_to_schema(pd.concat(parts, ignore_index=True), schema), None
+
+
+def round_to_schema(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Continuous columns rounded to the digits their schema ``decimals`` asks for (others as they are),
+    kept inside the bounds: a bound with more digits rounds inwards."""
+    for col in schema.columns:
+        if col.decimals is not None and col.name in table.columns:
+            scale = 10.0**col.decimals
+            low, high = math.ceil(col.min * scale) / scale, math.floor(col.max * scale) / scale
+            table[col.name] = table[col.name].astype(float).round(col.decimals).clip(low, high)
+    return table
 
 
 @dataclass(frozen=True)

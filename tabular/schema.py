@@ -31,7 +31,8 @@ COLUMN_TYPES = NUMERIC_TYPES + DISCRETE_TYPES
 TRANSFORMS = ("none", "log")
 BOOLEAN_CATEGORIES = ("false", "true")
 
-_COLUMN_KEYS = {"name", "type", "min", "max", "categories", "transform", "description"}
+_COLUMN_KEYS = {"name", "type", "min", "max", "categories", "transform", "decimals", "description"}
+MAX_DECIMALS = 15
 
 
 class _SchemaLoader(yaml.SafeLoader):
@@ -73,6 +74,7 @@ class Column:
     max: float | None = None
     categories: tuple[str, ...] = ()
     transform: str = "none"
+    decimals: int | None = None  # continuous columns: digits after the point in the written table
 
     @property
     def is_numeric(self) -> bool:
@@ -85,6 +87,8 @@ class Column:
             out["max"] = int(self.max) if self.type == "integer" else self.max
             if self.transform != "none":
                 out["transform"] = self.transform
+            if self.decimals is not None:
+                out["decimals"] = self.decimals
         elif self.type == "categorical":
             out["categories"] = list(self.categories)
         return out
@@ -161,9 +165,18 @@ def _parse_column(source: str, index: int, raw: Any) -> Column:
             )
         if "categories" in raw:
             raise SchemaError(f"{source}: column '{name}': a {ctype} column takes no 'categories'")
-        return Column(name=name, type=ctype, min=lo, max=hi, transform=transform)
+        decimals = raw.get("decimals")
+        if decimals is not None:
+            if ctype != "continuous":
+                raise SchemaError(f"{source}: column '{name}': 'decimals' is for continuous columns")
+            if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= MAX_DECIMALS:
+                raise SchemaError(
+                    f"{source}: column '{name}': 'decimals' must be a whole number from 0 to {MAX_DECIMALS}, "
+                    f"got {decimals!r}"
+                )
+        return Column(name=name, type=ctype, min=lo, max=hi, transform=transform, decimals=decimals)
 
-    for key in ("min", "max", "transform"):
+    for key in ("min", "max", "transform", "decimals"):
         if key in raw:
             raise SchemaError(f"{source}: column '{name}': a {ctype} column takes no '{key}'")
     if ctype == "boolean":
