@@ -37,7 +37,7 @@ from flwr.clientapp import ClientApp
 
 from fedsynth.client.secure_aggregation import secure_aggregation_mod
 from fedsynth.client.site_checks import noisy_feedback, noisy_release_counts
-from fedsynth.client.site_data import SiteData, load_site, schema_from_text
+from fedsynth.client.site_data import SimulationMismatchError, SiteData, load_site, schema_from_text
 from fedsynth.client.task import train_round
 from fedsynth.client.wire_log import wire_log_mod
 from fedsynth.core.config import RunConfig
@@ -147,7 +147,7 @@ def _failure(exc: UserError) -> SiteFailure:
         return SiteFailure(FailureCode.NOT_ADMITTED, exc.public, exc.site, exc.jurisdiction)
     if isinstance(exc, RefusalError):
         return SiteFailure(FailureCode.REFUSED, exc.public)
-    if isinstance(exc, (NodeConfigError, PlanError)):
+    if isinstance(exc, (NodeConfigError, PlanError, SimulationMismatchError)):
         return SiteFailure(FailureCode.NODE_CONFIG, exc.public)
     return SiteFailure(FailureCode.DATA, exc.public)
 

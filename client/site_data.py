@@ -16,12 +16,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-from fedsynth.core.errors import DataError
+from fedsynth.core.errors import DataError, UserError
 from fedsynth.tabular.codec import TableCodec
 from fedsynth.tabular.loading import load_table
 from fedsynth.tabular.partitioning import MIN_SITE_ROWS, parse_partition, partition_table, split_holdout
 from fedsynth.tabular.schema import Schema, load_yaml, parse_schema
 from fedsynth.tabular.table import read_table
+
+
+class SimulationMismatchError(UserError):
+    """Flower started a different number of simulated sites than the partition gives."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,13 @@ def load_site(node_config: dict[str, Any], run_config: dict[str, Any], schema_te
             float(run_config.get("holdout", 0.0)),
         )
         pid = int(node_config["partition-id"])
+        started = int(node_config.get("num-partitions", len(sites)))
+        if started != len(sites):  # e.g. `flwr run .` with Flower's default of 2 SuperNodes: sites would be lost
+            raise SimulationMismatchError(
+                f"the partition '{run_config['partition']}' gives {len(sites)} sites but the simulation started "
+                f"{started} SuperNodes: use `fedsynth simulate`, or `flwr run . --federation-config "
+                f'"num-supernodes={len(sites)}"`'
+            )
         if pid >= len(sites):
             raise DataError(f"partition {pid} does not exist: the split gives {len(sites)} sites")
         name, frame = sites[pid]

@@ -227,6 +227,12 @@ def _open_run(grid: Grid, config: RunConfig) -> tuple[Run, ArrayRecord]:
     policy = load_policy(config.policy) if config.policy else None
     if policy is not None:
         policy.check_schema(fed.schema)
+    earlier = [name for name in ("report.json", "checkpoints/state.json") if (fed.out / name).exists()]
+    if earlier and not config.resume:  # `flwr run .` has no --overwrite: never replace an earlier run silently
+        raise UserError(
+            f"{fed.out}: holds an earlier run ({', '.join(earlier)}); choose another 'out', remove that run, "
+            "or continue it with resume=true"
+        )
     fed.checkpoints.mkdir(parents=True, exist_ok=True)
     arrays, state = _start(fed)
     if not config.resume:

@@ -90,6 +90,9 @@ def measure_marginals(
         pair_variance += float(metrics.get(PAIR_NOISE_STD_KEY, metrics[NOISE_STD_KEY])) ** 2
         sites.append(name)
     failed.update({name: f"excluded: {why}" for name, why in excluded.items()})
+    reasons = set(failed.values())
+    if not sites and len(reasons) == 1:  # every site gave the same reason (a mismatch, a data error): say it once
+        raise MeasurementFailedError(f"measurement: every site refused: {reasons.pop()}")
     if len(sites) < config.min_replies:
         raise MeasurementFailedError(
             f"measurement: {len(sites)} site(s) released histograms, {config.min_replies} needed (min-replies); "

@@ -18,6 +18,7 @@ from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import ConfigError, DataError
 from fedsynth.marginals.bins import parse_pairs
 from fedsynth.server.secure_round import check_site_count
+from fedsynth.sovereignty.policy import load_policy
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.loading import load_table
 from fedsynth.tabular.partitioning import MIN_SITE_ROWS, num_sites, parse_partition, partition_table, split_holdout
@@ -37,6 +38,8 @@ def prepare_simulation(config: RunConfig, echo: Callable[[str], None] = print) -
     """Validate schema, data and split; return the config the federation will run with."""
     schema = load_schema(resolve_schema_path(config.data, config.schema))
     parse_pairs(config.measure_pairs, schema)  # a column the schema lacks is an error now, not in round 0
+    if config.policy:  # a malformed policy, or one that does not fit the schema: now, not after Flower starts
+        load_policy(config.policy).check_schema(schema)
     table, held_out = split_holdout(load_table(config.data, schema), config.holdout, config.seed)
     if config.holdout and (len(held_out) < MIN_SITE_ROWS or len(table) < MIN_SITE_ROWS):
         raise ConfigError(f"options: 'holdout' {config.holdout:g} of {len(table) + len(held_out)} rows leaves fewer "

@@ -231,6 +231,8 @@ class _Fields:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
+    if isinstance(value, list) and not value:
+        return "an empty list"
     if isinstance(value, (dict, list)):
         return f"a {'mapping' if isinstance(value, dict) else 'list'}"
     return f"{type(value).__name__} {value!r}"

@@ -14,7 +14,7 @@ import math
 import pandas as pd
 
 from fedsynth.core.errors import DataError
-from fedsynth.tabular.schema import Column, Schema, category_label
+from fedsynth.tabular.schema import BOOLEAN_CATEGORIES, Column, Schema, category_label
 
 MAX_CATEGORIES = 100
 
@@ -23,7 +23,8 @@ DRAFT schema written by 'fedsynth schema draft' from {source}.
 The bounds and categories below were READ FROM THE DATA: they are private.
 Before sharing it with the federation, review every column: widen min/max to
 public, generalised values (e.g. age 0-120), drop categories that identify
-rare records, and add 'transform: log' for long-tailed positive columns."""
+rare records, and check each 'transform: log' (suggested for long-tailed
+non-negative columns) and 'boolean' column."""
 
 
 def _nice_floor(x: float) -> float:
@@ -40,6 +41,20 @@ def _nice_ceil(x: float) -> float:
     return math.ceil(x / mag) * mag
 
 
+_BOOLEAN_TEXT = ("true", "false")  # a column holding only these (any case) is drafted as boolean
+
+
+def _long_tailed(values: pd.Series) -> bool:
+    """Non-negative values whose upper tail lies far beyond the bulk (a log scale is suggested): the 99th
+    percentile is more than 10 times the median, both above the minimum (a log-normal with σ ≥ 1 is)."""
+    values = values.astype(float)
+    low = float(values.min())
+    if low < 0:
+        return False
+    middle = float(values.median()) - low
+    return middle > 0 and float(values.quantile(0.99)) - low > 10 * middle
+
+
 def draft_schema(frame: pd.DataFrame, source: str) -> Schema:
     """A starting schema: numeric bounds rounded outwards, categories as found."""
     columns = []
@@ -54,7 +69,11 @@ def draft_schema(frame: pd.DataFrame, source: str) -> Schema:
             lo, hi = _nice_floor(lo), _nice_ceil(hi)
             if lo == hi:
                 hi = lo + 1
-            columns.append(Column(str(name), "integer" if whole else "continuous", min=lo, max=hi))
+            transform = "log" if _long_tailed(numeric) else "none"
+            columns.append(Column(str(name), "integer" if whole else "continuous", min=lo, max=hi, transform=transform))
+            continue
+        if {str(v).strip().lower() for v in series} <= set(_BOOLEAN_TEXT):
+            columns.append(Column(str(name), "boolean", categories=BOOLEAN_CATEGORIES))
             continue
         labels = sorted({category_label(v) for v in series})
         if len(labels) > MAX_CATEGORIES:

@@ -189,3 +189,31 @@ def test_an_excluded_site_is_not_reported_as_missing(tmp_path, small_table, smal
 def _round(msg: Message) -> int | None:
     config = msg.content.config_records.get("config") if msg.has_content() else None
     return int(config["server-round"]) if config is not None and "server-round" in config else None
+
+
+def test_a_second_run_into_the_same_folder_is_refused_unless_it_resumes(tmp_path, small_table, small_schema):
+    federate(tmp_path, small_table, small_schema, rounds=1)
+    before = (tmp_path / "run" / "report.json").read_bytes()
+    with pytest.raises(Exception, match="holds an earlier run"):
+        federate(tmp_path, small_table, small_schema, rounds=1)
+    assert (tmp_path / "run" / "report.json").read_bytes() == before
+
+
+def test_fewer_supernodes_than_the_partition_gives_is_refused_in_one_line(tmp_path, small_table, small_schema):
+    """As `flwr run .` with Flower's default of 2 SuperNodes for a split into 3 sites: every site refuses, and
+    the coordinator stops with the one reason, which says how to fix it."""
+    data, schema_path = tmp_path / "table.csv", tmp_path / "table.yaml"
+    small_table.to_csv(data, index=False)
+    dump_schema(small_schema, schema_path)
+    config = RunConfig(data=str(data), schema=str(schema_path), partition="column:region", rounds=1, local_steps=2,
+                       batch_size=32, out=str(tmp_path / "run"), round_timeout=30.0, min_sites=2)  # fmt: skip
+    run_config = config.to_mapping()
+    grid = FakeGrid(run_config, 2)
+    context = Context(run_id=grid.run_id, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(),
+                      run_config=run_config)  # fmt: skip
+    with task_identity(grid.run_id), pytest.raises(Exception) as info:
+        server_app.app(grid, context)
+    message = str(info.value)
+    assert "measurement: every site refused" in message
+    assert "gives 3 sites but the simulation started 2 SuperNodes" in message and "num-supernodes=3" in message
+    assert not (tmp_path / "run" / "report.json").exists()
