@@ -250,9 +250,13 @@ def run_simulation(
 
 
 def _pump(proc: subprocess.Popen, lines: queue.Queue) -> None:
+    """Flower's output, line by line, into ``lines``; None at the end."""
     assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.put(line.rstrip())
+    try:
+        for line in proc.stdout:
+            lines.put(line.rstrip())
+    except (ValueError, OSError):
+        pass  # the stream was closed under us (Ctrl-C ends the run while this thread reads): nothing more to read
     lines.put(None)
 
 
