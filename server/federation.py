@@ -161,6 +161,7 @@ class Run:
     fields: dict[str, Any]  # sent with every request: the public schema and the federation's policy
     marginals: Marginals | None
     started: float
+    warned_small_sites: bool = False
 
     @property
     def config(self) -> RunConfig:
@@ -309,7 +310,26 @@ def _close_round(
     state.save(fed.checkpoints)
     parts["state_save_after"] = time.perf_counter() - saving  # not in the round's seconds; kept for the report
     _log_progress(server_round, run.config, entry, state.round_seconds[-1])
+    if not run.warned_small_sites and entry.sites:  # once per run (per resume), when the sites first report
+        _warn_small_sites(run.config, entry)
+        run.warned_small_sites = True
     return verdict
+
+
+NOISY_SITE = 5.0  # a DP-SGD noise multiplier above this drowns a site's gradients: say so once, with what helps
+
+
+def _warn_small_sites(config: RunConfig, entry: RoundLog) -> None:
+    """Name the sites whose budget, for their size, leaves mostly noise in their updates, and what would help.
+
+    Reads public figures only: each site's planned noise multiplier and its DP row count from its reply."""
+    for name, metrics in sorted(entry.sites.items()):
+        noise = float(metrics.get("noise-multiplier", 0.0))
+        if noise > NOISY_SITE:
+            log(WARNING, "fedsynth: site %s (about %d rows) trains with noise multiplier %.1f at ε=%g: its updates "
+                "will be mostly noise; fewer rounds or local-steps, a larger budget, or pooling it with a "
+                "neighbouring site would help", name, int(metrics.get(WEIGHT_KEY, 0)), noise,
+                float(metrics.get("epsilon-budget", config.epsilon)))  # fmt: skip
 
 
 def _secure_exchange(run: Run, messages: list, server_round: int, arrays: ArrayRecord) -> RoundResult:

@@ -11,6 +11,7 @@ failure has a line number.
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 import pytest
@@ -217,3 +218,17 @@ def test_fewer_supernodes_than_the_partition_gives_is_refused_in_one_line(tmp_pa
     assert "measurement: every site refused" in message
     assert "gives 3 sites but the simulation started 2 SuperNodes" in message and "num-supernodes=3" in message
     assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_a_site_too_small_for_its_budget_is_named_with_what_would_help(tmp_path, small_table, small_schema, caplog):
+    caplog.set_level("WARNING")
+    logging.getLogger("flwr").addHandler(caplog.handler)
+    try:
+        report, _, _, _ = federate(tmp_path, small_table, small_schema, rounds=1, epsilon=0.5)
+    finally:
+        logging.getLogger("flwr").removeHandler(caplog.handler)
+    noisy = {n for n, m in report["rounds"][0]["sites"].items() if m["noise-multiplier"] > 5}
+    warned = {r.getMessage() for r in caplog.records if "will be mostly noise" in r.getMessage()}
+    assert noisy, "at ε=0.5 with about 100 rows a site, some site should be too small"
+    assert {w.split()[2] for w in warned} == noisy  # "fedsynth: site NAME (...": exactly the noisy sites
+    assert all("a larger budget" in w and "pooling" in w for w in warned)
