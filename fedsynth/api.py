@@ -133,7 +133,7 @@ def simulate(
         reason = known[-1] if known else f"flwr exited with code {result.returncode}"
         raise UserError(f"simulation did not finish: {reason} (rerun with verbose=True for Flower's log)")
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    synthetic_path = out_dir / "synthetic.csv"
+    synthetic_path = out_dir / str(report.get("outputs", {}).get("synthetic") or "synthetic.csv")
     schema_used = _run_schema(plan.config)
     synthetic = _read_released(synthetic_path, schema_used) if synthetic_path.exists() else None
     return SimulationResult(out_dir, report, synthetic, schema_used)

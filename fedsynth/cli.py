@@ -289,7 +289,9 @@ def _print_summary(report: dict, out_dir: Path, seconds: float) -> None:
     privacy = report["privacy"]
     release = report.get("release", {})
     if release.get("approved", True):
-        typer.echo(f"Done in {seconds:.0f}s: {report['outputs']['rows']} rows in {out_dir / 'synthetic.csv'}")
+        typer.echo(
+            f"Done in {seconds:.0f}s: {report['outputs']['rows']} rows in {out_dir / report['outputs']['synthetic']}"
+        )
     else:
         typer.echo(f"Done in {seconds:.0f}s, but the release was WITHHELD: " + "; ".join(release.get("reasons", [])))
     typer.echo(f"Report: {out_dir / 'report.json'}")

@@ -24,7 +24,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedsynth.core.config import RunConfig
+from fedsynth.core.config import SYNTHETIC_FORMATS, RunConfig
 from fedsynth.core.errors import CheckpointError, UserError
 from fedsynth.marginals.estimate import Marginals
 from fedsynth.models.gan import GanShape, build_gan
@@ -182,7 +182,8 @@ class RoundResult:
 
 
 def run_federation(grid: Grid, config: RunConfig) -> dict:
-    """Run every round, then write ``synthetic.csv``, ``report.json`` and checkpoints."""
+    """Run every round, then write the synthetic table (``synthetic.csv`` or ``.parquet``), ``report.json``
+    and checkpoints."""
     run, arrays = _open_run(grid, config)
     failed_in_a_row = 0
     for server_round in range(run.state.completed_round + 1, config.rounds + 1):
@@ -407,7 +408,10 @@ def _finish(run: Run, arrays: ArrayRecord) -> dict:
     extra["release"] = checkpoint_release(decision.approved, decision.reasons, run.fields.get(POLICY_KEY, ""))
     save_checkpoint(fed.checkpoints / "final.pt", arrays, fed.schema, fed.shape, state.completed_round, extra=extra)
     site_metrics = _with_ledgers(strategy.latest_site_metrics(), state)  # ε now includes the release check
-    synthetic = fed.out / "synthetic.csv"
+    synthetic = fed.out / f"synthetic.{config.synthetic_format}"
+    for earlier in SYNTHETIC_FORMATS:  # never leave an earlier table looking released
+        if (fed.out / f"synthetic.{earlier}") != synthetic and (fed.out / f"synthetic.{earlier}").exists():
+            (fed.out / f"synthetic.{earlier}").unlink()
     if decision.approved:
         write_table(decision.table, synthetic)
     elif synthetic.exists():
@@ -422,7 +426,7 @@ def _finish(run: Run, arrays: ArrayRecord) -> dict:
         "resumed_after_rounds": state.resumed_at,
     }
     outputs = {
-        "synthetic": "synthetic.csv" if decision.approved else None,
+        "synthetic": synthetic.name if decision.approved else None,
         "rows": len(decision.table) if decision.approved else 0,
         "checkpoints": "checkpoints/",
         "final_checkpoint": "checkpoints/final.pt",
@@ -442,7 +446,7 @@ def _finish(run: Run, arrays: ArrayRecord) -> dict:
         "site_feedback": watch.feedback,
     }
     report["sovereignty"] = sovereignty_section(policy, decision)
-    report["release"] = release_section(decision, "synthetic.csv")
+    report["release"] = release_section(decision, synthetic.name)
     report = json_safe(report)
     write_json(fed.out / "report.json", report)
     write_markdown_report(report, fed.out)

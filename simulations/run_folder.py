@@ -15,7 +15,16 @@ if TYPE_CHECKING:  # the setup imports torch and Flower; a refusal of the output
     from fedsynth.simulations.setup import SimulationPlan
 
 # What a run writes into its output folder; overwrite removes exactly these.
-RUN_OUTPUTS = ("synthetic.csv", "report.json", "report.md", "config.json", "checkpoints", "plots", "real")
+RUN_OUTPUTS = (
+    "synthetic.csv",
+    "synthetic.parquet",
+    "report.json",
+    "report.md",
+    "config.json",
+    "checkpoints",
+    "plots",
+    "real",
+)
 REAL_FOLDER = "real"  # real rows (holdout split, an API caller's DataFrame): never published with the table
 
 

@@ -1,4 +1,4 @@
-"""Per-column ``decimals``: parsed from the schema, applied to every table sampled from a model."""
+"""Per-column ``decimals`` and the released table's file format: what a written table looks like."""
 
 from __future__ import annotations
 
@@ -48,3 +48,12 @@ def test_the_released_table_has_the_declared_digits(tmp_path, small_table, monke
     assert report["release"]["approved"]
     income = pd.read_csv(out / "synthetic.csv")["income"].to_numpy()
     assert np.allclose(income, np.round(income, 1)) and not np.allclose(income, np.round(income))
+
+
+def test_the_released_table_can_be_parquet_with_its_column_types(tmp_path, small_table, small_schema, monkeypatch):
+    monkeypatch.delenv(wire_log.WIRE_LOG_ENV, raising=False)
+    report, _, out, _ = federate(tmp_path, small_table, small_schema, rounds=1, **{"synthetic-format": "parquet"})
+    assert report["outputs"]["synthetic"] == "synthetic.parquet" and not (out / "synthetic.csv").exists()
+    table = pd.read_parquet(out / "synthetic.parquet")
+    assert list(table.columns) == small_schema.names and len(table) == report["outputs"]["rows"]
+    assert not pd.api.types.is_numeric_dtype(table["region"]) and pd.api.types.is_numeric_dtype(table["age"])
