@@ -294,7 +294,14 @@ def _print_summary(report: dict, out_dir: Path, seconds: float) -> None:
         )
     else:
         typer.echo(f"Done in {seconds:.0f}s, but the release was WITHHELD: " + "; ".join(release.get("reasons", [])))
-    typer.echo(f"Report: {out_dir / 'report.json'}")
+    reports = [name for name in ("report.json", "report.md", "report.html") if (out_dir / name).exists()]
+    typer.echo(f"Reports: {', '.join(str(out_dir / name) for name in reports)}")
+    validator = report.get("validator") or {}
+    if validator:
+        released = validator.get("released_table") or {}
+        table = ("healthy" if released.get("healthy") else "collapsed") if released.get("judged") else "not judged"
+        typer.echo(f"Collapse monitor: raw generator {validator.get('final', {}).get('verdict', 'n/a')}, "
+                   f"released table {table} (report.md explains both)")  # fmt: skip
     typer.echo(f"Privacy ({privacy['unit']}-level, {privacy['accountant']} accountant, δ={privacy['delta']:g}):")
     for name, site in privacy["sites"].items():
         typer.echo(

@@ -45,6 +45,7 @@ from fedsynth.protocol.messages import (
     Purpose,
     site_name,
 )
+from fedsynth.reporting.html import write_html_report
 from fedsynth.reporting.markdown import write_markdown_report
 from fedsynth.reporting.run_report import NOT_DP_WARNING, build_report, json_safe, write_json
 from fedsynth.server.checkpoints import checkpoint_calibration, checkpoint_release, load_checkpoint, save_checkpoint
@@ -449,7 +450,7 @@ def _finish(run: Run, arrays: ArrayRecord) -> dict:
     report["release"] = release_section(decision, synthetic.name)
     report = json_safe(report)
     write_json(fed.out / "report.json", report)
-    write_markdown_report(report, fed.out)
+    write_html_report(write_markdown_report(report, fed.out))
     outcome = f"wrote {len(decision.table)} rows to {synthetic}" if decision.approved else "release WITHHELD"
     released_health = report["validator"]["released_table"]
     log(INFO, "fedsynth: collapse monitor: raw generator %s; released table %s; see %s",

@@ -20,6 +20,7 @@ RUN_OUTPUTS = (
     "synthetic.parquet",
     "report.json",
     "report.md",
+    "report.html",
     "config.json",
     "checkpoints",
     "plots",

@@ -105,6 +105,7 @@ def test_two_rounds_end_to_end(tmp_path, small_table, small_schema):
     assert list(synthetic.columns) == [c.name for c in small_schema.columns]
     assert len(synthetic) == report["outputs"]["rows"] > 0
     assert set(synthetic["region"]) <= {"north", "south", "east"}
+    assert (out / "report.html").is_file() and "data:image/png;base64," in (out / "report.html").read_text()
     for name in ("round-001.pt", "round-002.pt", "final.pt", "state.json"):
         assert (out / "checkpoints" / name).exists(), name
     state = json.loads((out / "checkpoints" / "state.json").read_text(encoding="utf-8"))

@@ -137,3 +137,24 @@ def test_a_collapsed_generator_and_an_approved_table_are_both_explained(tmp_path
     report["validator"]["released_table"] = _released_health(collapsed, SCHEMA, CollapseRule(), 0)
     text = write_markdown_report(report, tmp_path).read_text()
     assert "**The released table itself shows signs of collapse.**" in text and "Both hold" not in text
+
+
+def test_the_html_report_is_one_self_contained_file(tmp_path):
+    from fedsynth.reporting.html import write_html_report
+
+    report = run_report(tmp_path)
+    validator = ValidatorHistory(action="record")
+    rng = np.random.default_rng(2)
+    sample = pd.DataFrame({"x": rng.uniform(0, 1, 200), "region": rng.choice(["north", "south"], 200)})
+    validator.observe(1, synthetic_health(sample, SCHEMA))
+    report.update(validator=validator.to_dict())
+    markdown = write_markdown_report(report, tmp_path)
+    page = write_html_report(markdown).read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<h1>Synthetic data run report</h1>" in page
+    assert page.count('src="data:image/png;base64,') == 2  # ε per site and training health, embedded
+    assert 'src="plots/' not in page and "](plots/" not in page  # nothing refers to another file
+    assert "<table>" in page and "<th>site</th>" in page and "<strong>" in page
+    # Markdown special characters in a value stay text.
+    (tmp_path / "odd.md").write_text("# a <script>x</script>\n\n- **ε** < 1 & `a|b`\n", encoding="utf-8")
+    odd = write_html_report(tmp_path / "odd.md").read_text(encoding="utf-8")
+    assert "<script>" not in odd and "&lt;script&gt;" in odd and "&lt; 1 &amp;" in odd
