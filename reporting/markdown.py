@@ -76,8 +76,13 @@ def _plot_epsilon(report: Mapping[str, Any], path: Path) -> bool:
         return False
     fig = Figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
-    for site, (rounds, values) in series.items():
-        ax.plot(rounds, values, marker="o", label=site)
+    styles = ("-", "--", "-.", ":")
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+    width = 0.3  # sites that spend alike would draw one line: each is shifted a little sideways
+    for i, (site, (rounds, values)) in enumerate(series.items()):
+        shift = (i - (len(series) - 1) / 2) * width / max(len(series), 1)
+        ax.plot([r + shift for r in rounds], values, linestyle=styles[i % len(styles)],
+                marker=markers[i % len(markers)], label=site)  # fmt: skip
     target = (report.get("privacy") or {}).get("epsilon_target")
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", label=f"budget ε = {target:g}")
@@ -94,15 +99,18 @@ def _plot_validator(records: Sequence[Mapping[str, Any]], path: Path) -> bool:
     if not records:
         return False
     rounds = [r["round"] for r in records]
+    # Every metric the collapse rule judges, so that a flag in the table has its curve here.
     panels = (
         ("lowest category coverage", [r["health"].get("coverage_min") for r in records], (0, 1.05)),
+        ("lowest category entropy", [r["health"].get("entropy_min") for r in records], (0, 1.05)),
+        ("lowest numeric spread", [r["health"].get("spread_min") for r in records], (0, 0.55)),
         ("duplicate rows (share)", [r["health"].get("duplicate_share") for r in records], (0, 1.05)),
         ("distinct clusters", [r["health"].get("clusters") for r in records], None),
         ("health score", [r.get("score") for r in records], (0, 1.05)),
     )
-    fig = Figure(figsize=(9, 6))
+    fig = Figure(figsize=(11, 6))
     for i, (title, values, limits) in enumerate(panels, start=1):
-        ax = fig.add_subplot(2, 2, i)
+        ax = fig.add_subplot(2, 3, i)
         points = [(x, y) for x, y in zip(rounds, values, strict=True) if y is not None]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o")
