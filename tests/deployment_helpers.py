@@ -102,6 +102,14 @@ class Processes:
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(encoding="utf-8", errors="replace")
 
+    def tails(self, lines: int = 40) -> str:
+        """The last ``lines`` of every started process's log: what a failed deployment test shows."""
+        parts = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path.name} (last {len(text)} lines) ---\n" + "\n".join(text))
+        return "\n".join(parts)
+
     def wait_exit(self, name: str, timeout: float) -> int | None:
         """The exit status, or ``None`` if still running after ``timeout`` seconds."""
         try:

@@ -63,6 +63,10 @@ LEDGER_EPSILON = (
 )
 
 
+def _as_text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
@@ -180,10 +184,13 @@ def test_tls_and_node_auth_deployment_with_three_sites(tmp_path):
             "round-timeout": 120.0, "schema": str(Path(DEFAULT_SCHEMA).resolve()), "out": str(out),
             "secure-aggregation": True,  # SecAgg+ over the same TLS links: the server sees only sums
         }))  # fmt: skip
-        ran = run_cli([str(BIN / "flwr"), "run", str(APP_DIR), CONNECTION, "--run-config", str(run_config),
-                       "--stream"], coord_env, coordinator, timeout=300)  # fmt: skip
+        try:
+            ran = run_cli([str(BIN / "flwr"), "run", str(APP_DIR), CONNECTION, "--run-config", str(run_config),
+                           "--stream"], coord_env, coordinator, timeout=300)  # fmt: skip
+        except subprocess.TimeoutExpired as stalled:  # say where it stalled: every process's own log
+            pytest.fail(f"flwr run did not finish in 300 s\n{_as_text(stalled.stdout)[-3000:]}\n{procs.tails()}")
         tail = ran.stdout[-4000:] + ran.stderr[-2000:]
-        assert ran.returncode == 0, tail
+        assert ran.returncode == 0, tail + "\n" + procs.tails()
         run_id = re.search(r"Successfully started run (\d+)", ran.stdout)
         assert run_id, tail
         assert f"round {ROUNDS}/{ROUNDS} done" in ran.stdout, tail
