@@ -9,6 +9,7 @@ They must not. With ``reproducible-noise = true`` they must, and the run must sa
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from fedsynth.client.wire_log import WIRE_LOG_ENV
 from fedsynth.server.checkpoints import load_checkpoint
 from fedsynth.tabular.schema import dump_schema
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
+from tests.test_federation_in_process import federate
 from tests.test_site_messages import ALLOWED
 
 pytestmark = pytest.mark.e2e
@@ -42,9 +44,13 @@ def run(
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
+    return report, released_histograms(out), result.stdout
+
+
+def released_histograms(out: Path) -> np.ndarray:
+    """The pooled noisy histograms a run calibrated to, as its final checkpoint keeps them."""
     released = load_checkpoint(out / "checkpoints" / "final.pt")["extra"]["calibration"]["marginals"]
-    histograms = np.concatenate([np.asarray(p, dtype=float) for p in released["probabilities"]])
-    return report, histograms, result.stdout
+    return np.concatenate([np.asarray(p, dtype=float) for p in released["probabilities"]])
 
 
 def check_wire_log(path: Path, sites: int, rounds: int) -> None:
@@ -85,13 +91,27 @@ def test_same_seed_same_data_releases_different_noise_unless_asked(tmp_path, sma
     assert "NOT differentially private" not in first_out
     check_wire_log(wire_log, sites=2, rounds=1)
 
-    repro_a, repro_a_hist, repro_out = run(tmp_path, "c", data, schema, "--set", "reproducible-noise=true")
-    repro_b, repro_b_hist, _ = run(tmp_path, "d", data, schema, "--set", "reproducible-noise=true")
-    assert np.array_equal(repro_a_hist, repro_b_hist)
-    for report in (repro_a, repro_b):
+    assert not marked_flower_processes(MARK), "a Flower process was left running"
+
+
+def test_reproducible_noise_repeats_and_says_not_dp(tmp_path, small_schema, small_table, caplog, monkeypatch):
+    # In-process federations (tests.fake_grid): the same ServerApp and site handlers, without two more
+    # Flower start-ups in the suite's time.
+    monkeypatch.delenv(WIRE_LOG_ENV, raising=False)
+    caplog.set_level("WARNING")
+    logging.getLogger("flwr").addHandler(caplog.handler)
+    for name in ("c", "d"):
+        (tmp_path / name).mkdir()
+    try:
+        runs = [federate(tmp_path / name, small_table, small_schema, rounds=1, seed=7, **{"reproducible-noise": True})
+                for name in ("c", "d")]  # fmt: skip
+    finally:
+        logging.getLogger("flwr").removeHandler(caplog.handler)
+    hists = [released_histograms(out) for _, _, out, _ in runs]
+    assert np.array_equal(hists[0], hists[1])
+    for report, _, out, _ in runs:
         assert report["privacy"]["differentially_private"] is False
         assert report["privacy"]["epsilon_max"] is None
         assert report["privacy"]["warning"].startswith("NOT differentially private")
-    assert "NOT differentially private" in repro_out
-    assert "NOT differentially private" in (tmp_path / "c" / "report.md").read_text()
-    assert not marked_flower_processes(MARK), "a Flower process was left running"
+        assert "NOT differentially private" in (out / "report.md").read_text()
+    assert any("NOT differentially private" in r.getMessage() for r in caplog.records)  # the console's log
