@@ -78,12 +78,17 @@ def plan_site(
         raise PlanError("node config 'rows' must be a public row count of at least 1")
     if config.delta >= 1.0 / public_rows:
         raise PlanError(f"delta {config.delta:g} is not below 1/rows for this site's public row count")
-    budget = plan_for_rate(
-        config,
-        sample_rate_for(public_rows, config.batch_size),
-        site_epsilon(config.epsilon, jurisdiction_cap, site_cap),
-        feedback_noise=config.validator_feedback_noise,
-        release_check_noise=config.release_check_noise if release_check else 0.0,
-    )
+    epsilon = site_epsilon(config.epsilon, jurisdiction_cap, site_cap)
+    try:
+        budget = plan_for_rate(
+            config,
+            sample_rate_for(public_rows, config.batch_size),
+            epsilon,
+            feedback_noise=config.validator_feedback_noise,
+            release_check_noise=config.release_check_noise if release_check else 0.0,
+        )
+    except ValueError as exc:
+        # The plan is a function of public settings and the DP row count, so its reason may leave the site.
+        raise PlanError(f"site budget ε={epsilon:g}: {exc}") from None
     budget.public_rows = float(public_rows)
     return budget

@@ -371,12 +371,10 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
     Gaussian noise multiplier that spends the whole ε at δ on that single release
     (L2 sensitivity sqrt(columns), as in the federation's measurement step).
     """
-    from opacus.accountants.utils import get_noise_multiplier
-
     from fedsynth.marginals.bins import schema_bins
     from fedsynth.marginals.estimate import Marginals
     from fedsynth.marginals.release import release_histograms
-    from fedsynth.privacy.budget import epsilon_of
+    from fedsynth.privacy.budget import epsilon_of, measurement_noise
     from fedsynth.privacy.secret_noise import NoiseSource
     from fedsynth.tabular.partitioning import num_sites, partition_table
 
@@ -385,8 +383,7 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
     spec = config.partition_specs[cell.partition]
     sites_count = num_sites(spec, train, cell.sites or 0)
     sites = partition_table(train, spec, sites_count, cell.seed)
-    noise = float(get_noise_multiplier(target_epsilon=cell.epsilon, target_delta=run.delta, sample_rate=1.0, steps=1,
-                                       accountant=run.accountant))  # fmt: skip
+    noise = measurement_noise(cell.epsilon, run.delta, 1.0, run.accountant)  # the whole ε on one release
     layout = schema_bins(config.schema, run.measure_bins)
     source = NoiseSource.for_run(run.reproducible_noise, cell.id, "dp-marginals")
     sums = [np.zeros(spec_.size) for spec_ in layout]

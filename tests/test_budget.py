@@ -119,3 +119,28 @@ def test_recording_the_release_check_adds_exactly_its_entry_and_survives_a_round
     unplanned = SiteBudget.plan(epsilon=1.0, delta=1e-5, sample_rate=0.05, planned_steps=60, accountant="rdp")
     with pytest.raises(RuntimeError, match="no release check"):
         unplanned.record_release_check()
+
+
+@pytest.mark.parametrize("epsilon", [0.2, 0.1])
+def test_a_small_budget_plans_where_opacus_default_orders_cannot_reach(epsilon):
+    """Opacus's default RDP orders (up to 63) cannot express ε below ln(1/δ)/62 ≈ 0.19: ε=0.2 a site
+    failed with "The privacy budget is too low". The planned releases must fit and spend at most ε."""
+    from opacus.accountants import create_accountant
+
+    budget = SiteBudget.plan(epsilon=epsilon, delta=1e-5, sample_rate=0.1, planned_steps=20, accountant="rdp",
+                             measure_fraction=0.5)  # fmt: skip
+    assert budget.measure_noise > 0 and budget.noise_multiplier > 0 and budget.max_steps >= 20
+    spent = [(budget.measure_noise, 1.0, 1), (budget.noise_multiplier, 0.1, budget.max_steps)]
+    assert 0 < epsilon_of(spent, 1e-5, "rdp") <= epsilon
+    opacus = create_accountant("rdp")
+    opacus.history = [(budget.measure_noise, 1.0, 1)]
+    assert opacus.get_epsilon(1e-5) > epsilon / 2  # the default orders overstate it: that was the bug
+
+
+def test_at_usual_budgets_the_extra_orders_change_nothing():
+    from opacus.accountants import create_accountant
+
+    history = [(1.1, 0.02, 300), (8.0, 1.0, 1)]
+    opacus = create_accountant("rdp")
+    opacus.history = list(history)
+    assert epsilon_of(history, 1e-5, "rdp") == pytest.approx(opacus.get_epsilon(1e-5), rel=1e-12)
