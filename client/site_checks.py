@@ -51,10 +51,16 @@ def _released_columns(synthetic: pd.DataFrame, schema: Schema) -> list[str]:
 
 
 def _comparable(frame: pd.DataFrame, columns: list[str], schema: Schema) -> pd.DataFrame:
-    """Numeric columns as float, discrete ones as text, so that equal values compare equal whatever the dtype."""
+    """Numeric columns as float, discrete ones as text, so that equal values compare equal whatever the dtype.
+
+    A missing cell compares equal to a missing cell (−inf for numbers, the text "nan" for categories).
+    """
     out = {}
     for c in columns:
-        out[c] = pd.to_numeric(frame[c]).astype(float) if schema.column(c).is_numeric else frame[c].astype(str)
+        if schema.column(c).is_numeric:
+            out[c] = pd.to_numeric(frame[c]).astype(float).fillna(-np.inf)
+        else:
+            out[c] = frame[c].astype(str)
     return pd.DataFrame(out)
 
 
@@ -157,9 +163,11 @@ def ks_distance_count(real: np.ndarray, synthetic: np.ndarray) -> float:
     are right-continuous step functions that move only at the pooled values, so the sup over the
     reals is the max over those values (and 0 left of all of them). Adding a real row y changes
     C(x) − n·F(x) at every x by 1[y ≤ x] − F(x), which lies in [−1, 1]: sensitivity 1, whatever n.
+    A missing value (NaN, in a nullable column) counts as −inf, below every value, so a gap in the
+    missing rate shows in the distance too; the sensitivity argument is unchanged.
     """
-    synthetic = np.sort(np.asarray(synthetic, dtype=np.float64))
-    real = np.sort(np.asarray(real, dtype=np.float64))
+    synthetic = np.sort(np.nan_to_num(np.asarray(synthetic, dtype=np.float64), nan=-np.inf))
+    real = np.sort(np.nan_to_num(np.asarray(real, dtype=np.float64), nan=-np.inf))
     if len(real) == 0:
         return 0.0
     if len(synthetic) == 0:
@@ -202,7 +210,8 @@ def feedback_sums(
     for col in schema.columns:
         if col.is_numeric:
             out[f"distance:{col.name}"] = ks_distance_count(
-                pd.to_numeric(real[col.name]).to_numpy(), pd.to_numeric(synthetic[col.name]).to_numpy()
+                pd.to_numeric(real[col.name]).to_numpy(dtype=float, na_value=np.nan),
+                pd.to_numeric(synthetic[col.name]).to_numpy(dtype=float, na_value=np.nan),
             )
         else:
             out[f"distance:{col.name}"] = tv_distance_count(real[col.name], synthetic[col.name])

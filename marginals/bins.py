@@ -2,7 +2,9 @@
 
 Categories get one bin each. A numeric column gets a point bin at its lower bound (which holds the
 many exact zeros of columns such as hours or income), then equal-width bins on its declared scale;
-an integer column with few values gets one bin per value. Two-way histograms of measured pairs
+an integer column with few values gets one bin per value. A ``nullable`` column gets one more bin,
+last, for its missing cells: the missing rate is then one more count of the same release (a row is
+still counted once per histogram, so the sensitivity does not change). Two-way histograms of measured pairs
 (``measure-pairs``) use coarser bins for numbers, made by merging neighbouring one-way bins, so that
 the cells stay above the noise. Nothing here depends on the data: the layout is public.
 """
@@ -33,8 +35,19 @@ class ColumnBins:
     edges: np.ndarray  # numeric: edges of the interval bins after the point bin at ``min``
 
     @property
-    def size(self) -> int:
+    def value_size(self) -> int:
+        """Bins for present values: the categories, or the point bin plus the interval bins."""
         return len(self.column.categories) if not self.column.is_numeric else 1 + len(self.edges) - 1
+
+    @property
+    def size(self) -> int:
+        """Every bin, the missing bin of a nullable column (last) included."""
+        return self.value_size + (1 if self.column.nullable else 0)
+
+    @property
+    def missing_bin(self) -> int | None:
+        """Index of the bin of missing cells, or None for a column that is never missing."""
+        return self.value_size if self.column.nullable else None
 
 
 def column_bins(col: Column, bins: int = DEFAULT_BINS) -> ColumnBins:
@@ -62,17 +75,22 @@ def schema_bins(schema: Schema, bins: int = DEFAULT_BINS) -> list[ColumnBins]:
 
 
 def bin_index(frame: pd.DataFrame, spec: ColumnBins) -> np.ndarray:
-    """The bin of every row of ``frame`` in ``spec``'s column (0 is the point bin at ``min`` for numerics)."""
+    """The bin of every row of ``frame`` in ``spec``'s column (0 is the point bin at ``min`` for numerics;
+    a missing cell of a nullable column is in ``spec.missing_bin``)."""
     col = spec.column
+    missing = frame[col.name].isna().to_numpy() if col.nullable else np.zeros(len(frame), dtype=bool)
+    out = np.full(len(frame), spec.missing_bin if spec.missing_bin is not None else 0, dtype=np.int64)
     if not col.is_numeric:
         index = {c: i for i, c in enumerate(col.categories)}
-        return frame[col.name].map(index).to_numpy(dtype=np.int64)
-    values = frame[col.name].to_numpy(dtype=float)
+        out[~missing] = frame[col.name][~missing].map(index).to_numpy(dtype=np.int64)
+        return out
+    values = frame[col.name].to_numpy(dtype=float)[~missing]
     at_min = values <= col.min
-    out = np.zeros(len(values), dtype=np.int64)
+    present = np.zeros(len(values), dtype=np.int64)
     warped = warp(col, values[~at_min])
     # Interval bins are right-closed, (e_i, e_i+1], so min itself only lands in the point bin.
-    out[~at_min] = 1 + np.clip(np.searchsorted(spec.edges, warped, side="left") - 1, 0, len(spec.edges) - 2)
+    present[~at_min] = 1 + np.clip(np.searchsorted(spec.edges, warped, side="left") - 1, 0, len(spec.edges) - 2)
+    out[~missing] = present
     return out
 
 
@@ -125,11 +143,14 @@ def coarse_bins(spec: ColumnBins, max_bins: int) -> ColumnBins:
 
 
 def fine_to_coarse(fine: ColumnBins, coarse: ColumnBins) -> np.ndarray:
-    """For every bin of ``fine``, the bin of ``coarse`` that holds it."""
+    """For every bin of ``fine``, the bin of ``coarse`` that holds it (the missing bin maps to the missing bin)."""
     if not fine.column.is_numeric:
         return np.arange(fine.size)
     inside = np.searchsorted(coarse.edges, fine.edges[1:], side="left") - 1
-    return np.concatenate([[0], 1 + np.clip(inside, 0, len(coarse.edges) - 2)])
+    mapping = np.concatenate([[0], 1 + np.clip(inside, 0, len(coarse.edges) - 2)])
+    if coarse.missing_bin is not None:
+        mapping = np.concatenate([mapping, [coarse.missing_bin]])
+    return mapping
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ DP outputs only, so it is free:
 - categorical columns: a bias added to the generator's logits for that column,
   fitted so the sampled frequencies match the DP frequencies. Only that column's
   head changes, so what the generator learned about how columns go together is
-  kept;
+  kept. A nullable column's (present, missing) block is fitted the same way, to
+  the DP missing rate;
 - numeric columns: quantile mapping of the sampled values onto the DP marginal,
   which keeps every row's rank and so the rank correlations between columns;
 - when the sites also released two-way histograms (``measure-pairs``): raking.
@@ -37,7 +38,7 @@ import torch
 from fedsynth.marginals.bins import bin_index
 from fedsynth.marginals.estimate import Marginals
 from fedsynth.models.gan import Generator
-from fedsynth.tabular.codec import TableCodec
+from fedsynth.tabular.codec import TableCodec, column_values
 
 SUPPRESSED = -30.0  # logit bias of a category the DP marginal says is absent
 OVERSAMPLE = 5  # raking draws this many generator rows per requested row ...
@@ -50,16 +51,31 @@ _CHUNK = 50_000
 def fit_logit_bias(
     generator: Generator, codec: TableCodec, marginals: Marginals, seed: int, rows: int = 20_000, iterations: int = 4
 ) -> list[torch.Tensor]:
-    """Per categorical block, the logit shift that moves sampled frequencies to the DP ones."""
+    """Per softmax block (``TableCodec.blocks``), the logit shift that moves sampled frequencies to the DP ones.
+
+    A category block's target is the column's marginal over present values (a missing row's
+    category is not drawn into the table); a missing block's is (1 − rate, rate).
+    """
     blocks = generator.category_blocks
-    targets = [marginals.probabilities[i] for i, span in enumerate(codec.spans) if not span.is_numeric]
+    targets = []
+    for block in codec.blocks:
+        rate = marginals.missing_rate(block.column_index)
+        targets.append(
+            np.array([1.0 - rate, rate]) if block.is_missing else marginals.value_probabilities(block.column_index)
+        )
     bias = [torch.zeros(stop - start) for start, stop in blocks]
     floor = 1.0 / rows
     for _ in range(iterations):
         rng = torch.Generator().manual_seed(seed)
         encoded = generator.sample(rows, generator=rng, logit_bias=bias)
-        for j, ((start, stop), target) in enumerate(zip(blocks, targets, strict=True)):
-            observed = encoded[:, start:stop].mean(dim=0).double().numpy()
+        for j, ((start, stop), target, block) in enumerate(zip(blocks, targets, codec.blocks, strict=True)):
+            chosen = encoded[:, start:stop]
+            if not block.is_missing and codec.spans[block.column_index].missing_block is not None:
+                # Frequencies among the rows where the column is present (missing rows encode all zeros).
+                chosen = chosen[chosen.sum(dim=1) > 0]
+                if len(chosen) == 0:
+                    continue
+            observed = chosen.mean(dim=0).double().numpy()
             step = np.log(np.maximum(target, floor) / np.maximum(observed, floor))
             updated = bias[j].double().numpy() + step
             updated[target == 0] = SUPPRESSED
@@ -151,9 +167,9 @@ def calibrated_sample(
     table = _draw(generator, codec, bias, draw, seed)
     for index, span in enumerate(codec.spans):
         if span.is_numeric:
-            values = table[span.column.name].to_numpy(dtype=float)
+            values = pd.to_numeric(table[span.column.name]).to_numpy(dtype=float, na_value=np.nan)
             mapped = marginals.quantile_map(index, values)
-            table[span.column.name] = mapped.astype(np.int64) if span.column.type == "integer" else mapped
+            table[span.column.name] = column_values(span.column, np.nan_to_num(mapped), np.isnan(mapped))
     if not marginals.pairs:
         return table, None
     rng = np.random.default_rng(seed)

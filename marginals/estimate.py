@@ -24,7 +24,7 @@ from fedsynth.marginals.bins import (
     parse_pairs,
     schema_bins,
 )
-from fedsynth.tabular.codec import unwarp
+from fedsynth.tabular.codec import column_values, unwarp
 from fedsynth.tabular.schema import Schema
 
 PAIR_FLOOR = 1e-4  # probability given to a two-way cell whose noisy count is at or below 0
@@ -138,17 +138,23 @@ class Marginals:
         if pairs:
             ratio = (pair_noise_std / noise_std) ** 2 if pair_noise_std is not None and noise_std > 0 else 1.0
             sums = pooled_one_way(layout, sums, pairs, pair_sums or [], ratio)
+        total = float(np.median([max(s.sum(), 1.0) for s in sums]))
         probabilities = []
         for spec, counts in zip(layout, sums, strict=True):
             # A numeric bin under twice the noise is most likely empty (long tails have many).
             # A category is a value the schema declares: dropping a rare one loses it for good,
             # while keeping a noisy count above 0 costs at most a small share; so keep it.
-            floor = 2.0 * noise_std if spec.column.is_numeric else 0.0
-            cleaned = np.where(counts > floor, counts, 0.0)
+            values = counts[: spec.value_size]
+            cleaned = np.where(values > (2.0 * noise_std if spec.column.is_numeric else 0.0), values, 0.0)
             if cleaned.sum() <= 0:  # all noise: fall back to uniform rather than invent a mode
-                cleaned = np.ones_like(counts)
-            probabilities.append(cleaned / cleaned.sum())
-        total = float(np.median([max(s.sum(), 1.0) for s in sums]))
+                cleaned = np.ones_like(values)
+            shares = cleaned / cleaned.sum()
+            if spec.missing_bin is not None:
+                # The missing rate is the missing count over the DP row count, not over the floored bins
+                # (flooring many small numeric bins would inflate it).
+                rate = float(np.clip(counts[spec.missing_bin] / total, 0.0, 1.0))
+                shares = np.concatenate([shares * (1.0 - rate), [rate]])
+            probabilities.append(shares)
         measured = []
         for pair, counts in zip(pairs or [], pair_sums or [], strict=True):
             rows = np.bincount(fine_to_coarse(layout[pair.i], pair.first), probabilities[pair.i], pair.shape[0])
@@ -186,33 +192,50 @@ class Marginals:
         return cls(layout, probabilities, float(state["total_rows"]), pairs, pair_bins, rake_mix)
 
     # Uses (post-processing) ------------------------------------------------------
-    def sample_column(self, index: int, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Independent draws from one column's marginal, inside the schema's domain."""
+    def missing_rate(self, index: int) -> float:
+        """The DP share of missing cells in column ``index`` (0 for a column that is never missing)."""
+        spec = self.layout[index]
+        return float(self.probabilities[index][spec.missing_bin]) if spec.missing_bin is not None else 0.0
+
+    def value_probabilities(self, index: int) -> np.ndarray:
+        """Column ``index``'s marginal over its present values (the missing bin left out, renormalised)."""
+        p = self.probabilities[index][: self.layout[index].value_size]
+        return p / p.sum() if p.sum() > 0 else np.full(len(p), 1.0 / len(p))
+
+    def sample_column(self, index: int, n: int, rng: np.random.Generator) -> np.ndarray | pd.Series:
+        """Independent draws from one column's marginal, inside the schema's domain (NaN where missing)."""
         spec, p = self.layout[index], self.probabilities[index]
         col = spec.column
         picks = rng.choice(len(p), size=n, p=p)
+        missing = picks == spec.missing_bin if spec.missing_bin is not None else None
+        picks = np.minimum(picks, spec.value_size - 1)  # a missing draw's value is discarded below
         if not col.is_numeric:
-            return np.asarray(col.categories, dtype=object)[picks]
+            return column_values(col, np.asarray(col.categories, dtype=object)[picks], missing)
         values = np.full(n, float(col.min))
         interval = picks > 0
         lo, hi = spec.edges[picks[interval] - 1], spec.edges[picks[interval]]
         values[interval] = unwarp(col, rng.uniform(lo, hi))
         values = np.clip(values, col.min, col.max)
-        return np.round(values) if col.type == "integer" else values
+        return column_values(col, np.round(values) if col.type == "integer" else values, missing)
 
     def sample_independent(self, n: int, seed: int = 0) -> pd.DataFrame:
         """The DP independent-marginals baseline: every column drawn on its own."""
         rng = np.random.default_rng(seed)
         data = {spec.column.name: self.sample_column(i, n, rng) for i, spec in enumerate(self.layout)}
-        frame = pd.DataFrame(data)
-        for spec in self.layout:
-            if spec.column.type == "integer":
-                frame[spec.column.name] = frame[spec.column.name].astype(np.int64)
-        return frame
+        return pd.DataFrame(data)
 
     def quantile_map(self, index: int, values: np.ndarray) -> np.ndarray:
-        """Move numeric values onto the DP marginal, keeping their order (rank-preserving)."""
-        spec, p = self.layout[index], self.probabilities[index]
+        """Move numeric values onto the DP marginal, keeping their order (rank-preserving); NaN stays NaN.
+
+        The present values follow the marginal of the present values (``value_probabilities``).
+        """
+        values = np.asarray(values, dtype=float)
+        missing = np.isnan(values)
+        if missing.any():
+            out = values.copy()
+            out[~missing] = self.quantile_map(index, values[~missing])
+            return out
+        spec, p = self.layout[index], self.value_probabilities(index)
         col = spec.column
         n = len(values)
         if n == 0:

@@ -40,10 +40,22 @@ from fedsynth.tabular.schema import Schema
 
 
 def exact_match_rate(synthetic: pd.DataFrame, reference: pd.DataFrame, schema: Schema) -> float:
-    """Share of synthetic rows equal on every schema column to at least one reference row."""
-    known = set(reference[schema.names].itertuples(index=False, name=None))
-    rows = synthetic[schema.names].itertuples(index=False, name=None)
+    """Share of synthetic rows equal on every schema column to at least one reference row (a missing cell
+    equals a missing cell)."""
+    known = set(_comparable(reference, schema).itertuples(index=False, name=None))
+    rows = _comparable(synthetic, schema).itertuples(index=False, name=None)
     return float(np.mean([row in known for row in rows]))
+
+
+def _comparable(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Numbers as floats and categories as text, missing cells as −inf or ``""``, so equal rows compare equal."""
+    out = {}
+    for col in schema.columns:
+        if col.is_numeric:
+            out[col.name] = pd.to_numeric(frame[col.name]).astype(float).fillna(-np.inf)
+        else:
+            out[col.name] = frame[col.name].astype(object).where(frame[col.name].notna(), "").astype(str)
+    return pd.DataFrame(out)
 
 
 def closer_share(to_train: np.ndarray, to_holdout: np.ndarray) -> float:

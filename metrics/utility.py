@@ -87,12 +87,17 @@ def regression_scores(
 
 def _scores(train: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, target: str, seed: int) -> dict[str, Any]:
     column = schema.column(target)
+    if column.nullable and column.is_numeric:  # a missing target cannot be regressed on: leave those rows out
+        train, holdout = train[train[target].notna()], holdout[holdout[target].notna()]
     train_x, test_x = predictors(train, schema, target), predictors(holdout, schema, target)
     if column.is_numeric:
-        train_y, test_y = train[target].to_numpy(dtype=float), holdout[target].to_numpy(dtype=float)
+        train_y = pd.to_numeric(train[target]).to_numpy(dtype=float)
+        test_y = pd.to_numeric(holdout[target]).to_numpy(dtype=float)
         return regression_scores(train_x, train_y, test_x, test_y, seed)
     positive = column.categories[1] if len(column.categories) == 2 else None
-    train_y, test_y = train[target].to_numpy(dtype=object), holdout[target].to_numpy(dtype=object)
+    # A missing class label is a class of its own ("").
+    train_y, test_y = (frame[target].astype(object).where(frame[target].notna(), "") for frame in (train, holdout))
+    train_y, test_y = train_y.to_numpy(dtype=object), test_y.to_numpy(dtype=object)
     return classification_scores(train_x, train_y.astype(str), test_x, test_y.astype(str), positive, seed)
 
 

@@ -50,8 +50,10 @@ class Generator(nn.Module):
         super().__init__()
         self.noise_dim = noise_dim
         self.tau = tau
-        self._numeric = [s.start for s in codec.spans if s.is_numeric]
-        self._blocks = [(s.start, s.stop) for s in codec.spans if not s.is_numeric]
+        self._numeric = codec.numeric_positions
+        self._blocks = [(b.start, b.stop) for b in codec.blocks]  # categories and (present, missing) blocks
+        # A nullable column's value reads as 0 when its block says missing, as the codec encodes real rows.
+        self._gates = [(s.start, s.value_stop, s.value_stop) for s in codec.spans if s.missing_block is not None]
         self.body = nn.Sequential(
             nn.Linear(noise_dim, hidden),
             nn.LayerNorm(hidden),
@@ -71,11 +73,20 @@ class Generator(nn.Module):
             out[:, idx] = torch.tanh(raw[:, idx])
         for start, stop in self._blocks:
             out[:, start:stop] = F.gumbel_softmax(raw[:, start:stop], tau=self.tau)
-        return out
+        return self._gate(out)
+
+    def _gate(self, out: torch.Tensor) -> torch.Tensor:
+        """Scale each nullable column's value by its 'present' output (0 for a missing cell)."""
+        if not self._gates:
+            return out
+        scale = torch.ones_like(out)
+        for start, stop, present in self._gates:
+            scale[:, start:stop] = out[:, present : present + 1]
+        return out * scale
 
     @property
     def category_blocks(self) -> list[tuple[int, int]]:
-        """(start, stop) of each categorical block in the encoded row."""
+        """(start, stop) of each softmax block in the encoded row (``TableCodec.blocks``)."""
         return list(self._blocks)
 
     def sample(
@@ -85,7 +96,7 @@ class Generator(nn.Module):
 
         A hard Gumbel-softmax sample is a draw from softmax(logits), so categories are
         drawn with ``torch.multinomial``, which (unlike Gumbel noise) takes a seeded RNG.
-        ``logit_bias`` (one vector per categorical block) shifts category frequencies;
+        ``logit_bias`` (one vector per softmax block, ``TableCodec.blocks``) shifts category frequencies;
         calibration fits it to DP marginals.
         """
         with torch.no_grad():
@@ -102,7 +113,7 @@ class Generator(nn.Module):
                 probs = torch.softmax(logits, dim=1)
                 picks = torch.multinomial(probs, 1, generator=generator).squeeze(1)
                 out[torch.arange(n), start + picks] = 1.0
-            return out
+            return self._gate(out)
 
 
 class Discriminator(nn.Module):

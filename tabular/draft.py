@@ -24,7 +24,7 @@ The bounds and categories below were READ FROM THE DATA: they are private.
 Before sharing it with the federation, review every column: widen min/max to
 public, generalised values (e.g. age 0-120), drop categories that identify
 rare records, and check each 'transform: log' (suggested for long-tailed
-non-negative columns) and 'boolean' column."""
+non-negative columns), 'boolean' and 'nullable' column."""
 
 
 def _nice_floor(x: float) -> float:
@@ -56,10 +56,13 @@ def _long_tailed(values: pd.Series) -> bool:
 
 
 def draft_schema(frame: pd.DataFrame, source: str) -> Schema:
-    """A starting schema: numeric bounds rounded outwards, categories as found."""
+    """A starting schema: numeric bounds rounded outwards, categories as found; a column with empty
+    or NaN cells is drafted ``nullable``."""
     columns = []
     for name in frame.columns:
-        series = frame[name].dropna()
+        raw = frame[name]
+        empty = raw.isna() | (raw.astype(str).str.strip() == "")
+        series, nullable = raw[~empty], bool(empty.any())
         if len(series) == 0:
             raise DataError(f"{source}: column '{name}' has no values to draft from")
         numeric = pd.to_numeric(series, errors="coerce") if not pd.api.types.is_bool_dtype(series) else None
@@ -70,10 +73,11 @@ def draft_schema(frame: pd.DataFrame, source: str) -> Schema:
             if lo == hi:
                 hi = lo + 1
             transform = "log" if _long_tailed(numeric) else "none"
-            columns.append(Column(str(name), "integer" if whole else "continuous", min=lo, max=hi, transform=transform))
+            columns.append(Column(str(name), "integer" if whole else "continuous", min=lo, max=hi, transform=transform,
+                                  nullable=nullable))  # fmt: skip
             continue
         if {str(v).strip().lower() for v in series} <= set(_BOOLEAN_TEXT):
-            columns.append(Column(str(name), "boolean", categories=BOOLEAN_CATEGORIES))
+            columns.append(Column(str(name), "boolean", categories=BOOLEAN_CATEGORIES, nullable=nullable))
             continue
         labels = sorted({category_label(v) for v in series})
         if len(labels) > MAX_CATEGORIES:
@@ -83,5 +87,5 @@ def draft_schema(frame: pd.DataFrame, source: str) -> Schema:
             )
         if len(labels) == 1:
             labels.append("other")
-        columns.append(Column(str(name), "categorical", categories=tuple(labels)))
+        columns.append(Column(str(name), "categorical", categories=tuple(labels), nullable=nullable))
     return Schema(columns=tuple(columns), source=source)

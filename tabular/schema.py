@@ -11,6 +11,12 @@ Format (YAML)::
       - {name: income, type: continuous, min: 0, max: 250000, transform: log}
       - {name: region, type: categorical, categories: [north, south, east, west]}
       - {name: smoker, type: boolean}
+      - {name: bmi, type: continuous, min: 10, max: 70, nullable: true}
+
+``nullable: true`` (any type) allows missing cells (empty or NaN) in that column: the codec
+carries a missing indicator, each site's DP histogram of the column counts the missing rows
+in one more bin, and the synthetic table reproduces the DP missing rate. A missing cell in a
+column not declared nullable is an error.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ COLUMN_TYPES = NUMERIC_TYPES + DISCRETE_TYPES
 TRANSFORMS = ("none", "log")
 BOOLEAN_CATEGORIES = ("false", "true")
 
-_COLUMN_KEYS = {"name", "type", "min", "max", "categories", "transform", "decimals", "description"}
+_COLUMN_KEYS = {"name", "type", "min", "max", "categories", "transform", "decimals", "nullable", "description"}
 MAX_DECIMALS = 15
 
 
@@ -75,6 +81,7 @@ class Column:
     categories: tuple[str, ...] = ()
     transform: str = "none"
     decimals: int | None = None  # continuous columns: digits after the point in the written table
+    nullable: bool = False  # missing cells allowed (and reproduced at the DP missing rate)
 
     @property
     def is_numeric(self) -> bool:
@@ -91,6 +98,8 @@ class Column:
                 out["decimals"] = self.decimals
         elif self.type == "categorical":
             out["categories"] = list(self.categories)
+        if self.nullable:
+            out["nullable"] = True
         return out
 
 
@@ -148,6 +157,9 @@ def _parse_column(source: str, index: int, raw: Any) -> Column:
     ctype = raw.get("type")
     if ctype not in COLUMN_TYPES:
         raise SchemaError(f"{source}: column '{name}': 'type' must be one of {', '.join(COLUMN_TYPES)}, got {ctype!r}")
+    nullable = raw.get("nullable", False)
+    if not isinstance(nullable, bool):
+        raise SchemaError(f"{source}: column '{name}': 'nullable' must be true or false, got {nullable!r}")
     if ctype in NUMERIC_TYPES:
         for key in ("min", "max"):
             if key not in raw:
@@ -174,7 +186,7 @@ def _parse_column(source: str, index: int, raw: Any) -> Column:
                     f"{source}: column '{name}': 'decimals' must be a whole number from 0 to {MAX_DECIMALS}, "
                     f"got {decimals!r}"
                 )
-        return Column(name=name, type=ctype, min=lo, max=hi, transform=transform, decimals=decimals)
+        return Column(name=name, type=ctype, min=lo, max=hi, transform=transform, decimals=decimals, nullable=nullable)
 
     for key in ("min", "max", "transform", "decimals"):
         if key in raw:
@@ -182,7 +194,7 @@ def _parse_column(source: str, index: int, raw: Any) -> Column:
     if ctype == "boolean":
         if "categories" in raw:
             raise SchemaError(f"{source}: column '{name}': a boolean column takes no 'categories'")
-        return Column(name=name, type=ctype, categories=BOOLEAN_CATEGORIES)
+        return Column(name=name, type=ctype, categories=BOOLEAN_CATEGORIES, nullable=nullable)
     cats = raw.get("categories")
     if not isinstance(cats, list) or len(cats) < 2:
         raise SchemaError(f"{source}: column '{name}': 'categories' must list at least two values")
@@ -190,7 +202,7 @@ def _parse_column(source: str, index: int, raw: Any) -> Column:
     dupes = sorted({c for c in labels if labels.count(c) > 1})
     if dupes:
         raise SchemaError(f"{source}: column '{name}': duplicate categories {', '.join(dupes)}")
-    return Column(name=name, type=ctype, categories=tuple(labels))
+    return Column(name=name, type=ctype, categories=tuple(labels), nullable=nullable)
 
 
 def parse_schema(raw: Any, source: str = "<schema>") -> Schema:

@@ -55,7 +55,8 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, source: str = "<table>")
     """Check columns, types, bounds and categories; return a clean typed copy.
 
     Numeric columns come back as float64 (integers hold whole values), discrete
-    columns as strings drawn from the schema's categories, in schema order.
+    columns as strings drawn from the schema's categories, in schema order. A
+    missing cell of a ``nullable`` column comes back as NaN.
     """
     columns = [str(c) for c in frame.columns]
     missing = [n for n in schema.names if n not in columns]
@@ -76,6 +77,11 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _row(rows: np.ndarray, position: int) -> int:
+    """The 1-based table row of the ``position``-th checked cell (``rows``: the checked cells' positions)."""
+    return int(rows[position]) + 1
+
+
 def _cell(series: pd.Series, position: int) -> str:
     return repr(series.iloc[position])
 
@@ -83,15 +89,24 @@ def _cell(series: pd.Series, position: int) -> str:
 def _validate_column(series: pd.Series, col: Column, source: str) -> pd.Series:
     where = f"{source}: column '{col.name}'"
     missing = series.isna().to_numpy() | (series.astype(str).str.strip() == "").to_numpy()
-    if missing.any():
+    if missing.any() and not col.nullable:
         pos = _first_bad(missing)
-        raise DataError(f"{where}, row {pos + 1}: missing value (empty or NaN)", public=f"{where}: missing value")
+        hint = " (declare the column 'nullable: true' in the schema if it may be missing)"
+        raise DataError(f"{where}, row {pos + 1}: missing value (empty or NaN){hint}",
+                        public=f"{where}: missing value{hint}")  # fmt: skip
+    present, rows = series[~missing], np.flatnonzero(~missing)
     if col.is_numeric:
-        return _validate_numeric(series, col, where)
-    return _validate_discrete(series, col, where)
+        clean = _validate_numeric(present, col, where, rows)
+        out = np.full(len(series), np.nan)
+    else:
+        clean = _validate_discrete(present, col, where, rows)
+        out = np.full(len(series), np.nan, dtype=object)
+    out[~missing] = clean.to_numpy()
+    return pd.Series(out, name=col.name)
 
 
-def _validate_numeric(series: pd.Series, col: Column, where: str) -> pd.Series:
+def _validate_numeric(series: pd.Series, col: Column, where: str, rows: np.ndarray) -> pd.Series:
+    """``series``: the column's present cells, at table positions ``rows`` (for messages)."""
     if series.dtype == object or pd.api.types.is_string_dtype(series):
         values = pd.to_numeric(series.astype(str).str.strip(), errors="coerce").to_numpy(dtype=float)
     elif pd.api.types.is_bool_dtype(series):
@@ -101,25 +116,26 @@ def _validate_numeric(series: pd.Series, col: Column, where: str) -> pd.Series:
     bad = ~np.isfinite(values)
     if bad.any():
         pos = _first_bad(bad)
-        raise DataError(f"{where}, row {pos + 1}: {_cell(series, pos)} is not a finite number",
+        raise DataError(f"{where}, row {_row(rows, pos)}: {_cell(series, pos)} is not a finite number",
                         public=f"{where}: a value is not a finite number")  # fmt: skip
     if col.type == "integer":
         frac = values != np.round(values)
         if frac.any():
             pos = _first_bad(frac)
-            raise DataError(f"{where}, row {pos + 1}: {_cell(series, pos)} is not a whole number",
+            raise DataError(f"{where}, row {_row(rows, pos)}: {_cell(series, pos)} is not a whole number",
                             public=f"{where}: a value is not a whole number")  # fmt: skip
     out_of_bounds = (values < col.min) | (values > col.max)
     if out_of_bounds.any():
         pos = _first_bad(out_of_bounds)
         raise DataError(
-            f"{where}, row {pos + 1}: {values[pos]:g} is outside the schema bounds [{col.min:g}, {col.max:g}]",
+            f"{where}, row {_row(rows, pos)}: {values[pos]:g} is outside the schema bounds [{col.min:g}, {col.max:g}]",
             public=f"{where}: a value is outside the schema bounds [{col.min:g}, {col.max:g}]",
         )
     return pd.Series(values, name=col.name)
 
 
-def _validate_discrete(series: pd.Series, col: Column, where: str) -> pd.Series:
+def _validate_discrete(series: pd.Series, col: Column, where: str, rows: np.ndarray) -> pd.Series:
+    """``series``: the column's present cells, at table positions ``rows`` (for messages)."""
     labels = series.map(category_label).astype(str).str.strip()
     if col.type == "boolean":
         labels = labels.str.lower().map(lambda v: _BOOLEAN_SPELLINGS.get(v, v))
@@ -130,7 +146,8 @@ def _validate_discrete(series: pd.Series, col: Column, where: str) -> pd.Series:
     if unknown.any():
         pos = _first_bad(unknown)
         shown = ", ".join(allowed[:8]) + (", ..." if len(allowed) > 8 else "")
-        raise DataError(f"{where}, row {pos + 1}: unknown category {_cell(series, pos)} (schema allows {shown})",
+        raise DataError(f"{where}, row {_row(rows, pos)}: unknown category {_cell(series, pos)} "
+                        f"(schema allows {shown})",
                         public=f"{where}: a value is not one of the schema's categories")  # fmt: skip
     return pd.Series(labels.to_numpy(dtype=object), name=col.name)
 

@@ -104,16 +104,32 @@ def test_simulate_an_unseen_csv_and_generate_more(tmp_path, small_schema, small_
     assert not flower_processes(), "a Flower process was left running"
 
 
-def test_flwr_run_dot_runs_the_same_app_with_its_defaults(tmp_path):
-    """`flwr run .` on the repository root: the default HI federation, shortened to 2 rounds."""
+def _key_paths(value, prefix: str = "") -> set[str]:
+    """Every key path of a JSON document (list items share one path): its shape, whatever the numbers."""
+    if isinstance(value, dict):
+        return {prefix} | {p for key, item in value.items() for p in _key_paths(item, f"{prefix}/{key}")}
+    if isinstance(value, list):
+        return {prefix} | {p for item in value for p in _key_paths(item, f"{prefix}[]")}
+    return {prefix}
+
+
+# Parts of report.json that differ between two runs of one federation: timings, the noise's effects and where
+# the outputs went. Everything else must match.
+_VARIES = ("timings", "out", "rows", "seconds")
+
+
+def test_flwr_run_dot_runs_the_same_federation_as_fedsynth_simulate(tmp_path):
+    """`flwr run .` on the repository root and `fedsynth simulate` with the same two overrides: the same sites,
+    the same configuration and the same report, apart from timings and noise."""
     home = Path(tempfile.mkdtemp(prefix="fedsynth-test-flwr-"))
     port = free_port()
     become_subreaper()
-    out = tmp_path / "flwr-out"
+    settings = {"rounds": 1, "local-steps": 5}
+    by_flwr, by_simulate = tmp_path / "flwr-out", tmp_path / "simulate-out"
     try:
         write_flower_home(home)
         overrides = home / "overrides.toml"
-        overrides.write_text(tomli_w.dumps({"rounds": 2, "local-steps": 10, "out": str(out)}))
+        overrides.write_text(tomli_w.dumps({**settings, "out": str(by_flwr)}))
         env = marked_env(MARK, flower_env(home, port))
         result = subprocess.run(
             ["flwr", "run", str(APP_DIR), "local", "--run-config", str(overrides),
@@ -124,8 +140,29 @@ def test_flwr_run_dot_runs_the_same_app_with_its_defaults(tmp_path):
     finally:
         stop_local_superlink(home, port)
         shutil.rmtree(home, ignore_errors=True)
+    simulated = subprocess.run([FEDSYNTH, "simulate", "--rounds", "1", "--local-steps", "5", "--out", str(by_simulate)],
+                               env=marked_env(MARK, dict(os.environ)), capture_output=True, text=True,
+                               timeout=300)  # fmt: skip
+    assert simulated.returncode == 0, simulated.stdout[-3000:] + simulated.stderr[-3000:]
+
     schema_path = Path(os.path.dirname(load_schema.__code__.co_filename)) / "datasets" / "hi.yaml"
     # The default row count is the sum of the sites' DP row counts (noise std about 20 per site at ε=1).
-    report = check_outputs(out, schema_path, rows=(22272 - 400, 22272 + 400), epsilon=1.0, rounds=2, sites=4)
-    assert sorted(report["privacy"]["sites"]) == [f"region={r}" for r in ("northcentral", "other", "south", "west")]
+    reports = [check_outputs(out, schema_path, rows=(22272 - 400, 22272 + 400), epsilon=1.0, rounds=1, sites=4)
+               for out in (by_flwr, by_simulate)]  # fmt: skip
+    flwr_report, simulate_report = reports
+    sites = [f"region={r}" for r in ("northcentral", "other", "south", "west")]
+    for report in reports:
+        assert sorted(report["privacy"]["sites"]) == sites
+        assert sorted(report["rounds"][0]["aggregated"]) == sites
+    # One configuration: every key equal but where the outputs went.
+    assert {k: v for k, v in flwr_report["config"].items() if k != "out"} == {
+        k: v for k, v in simulate_report["config"].items() if k != "out"
+    }
+    # One report: the same sections and fields, and the same words wherever the noise and the clock do not reach.
+    shapes = [{p for p in _key_paths(r) if not any(part in p for part in _VARIES)} for r in reports]
+    assert shapes[0] == shapes[1], shapes[0] ^ shapes[1]
+    for key in ("unit", "neighbouring", "mechanism", "noise_source", "accountant", "delta", "epsilon_target"):
+        assert flwr_report["privacy"][key] == simulate_report["privacy"][key], key
+    for report in reports:
+        assert {s["noise_multiplier"] > 0 for s in report["privacy"]["sites"].values()} == {True}
     assert not flower_processes(), "a Flower process was left running"

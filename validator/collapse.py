@@ -104,8 +104,9 @@ def synthetic_health(table: pd.DataFrame, schema: Schema, seed: int = 0, max_row
         scaled = TableCodec(sub_schema).encode(frame[[c.name for c in numeric_cols]]).astype(np.float64)
         for i, col in enumerate(numeric_cols):
             unit = (scaled[:, i] + 1.0) / 2.0  # 0..1 over the bounds
+            present = unit[frame[col.name].notna().to_numpy()]  # a missing cell has no spread to judge
             numeric[col.name] = {
-                "spread": float(unit.std()) if n else 0.0,
+                "spread": float(present.std()) if len(present) else 0.0,
                 "distinct_share": float(frame[col.name].nunique() / n) if n else 0.0,
             }
             grid[col.name] = np.minimum(np.floor(unit * GRID_BINS), GRID_BINS - 1).astype(np.int64)
