@@ -59,6 +59,8 @@ def prepare_simulation(config: RunConfig, echo: Callable[[str], None] = print) -
     echo(f"Data: {config.data}, {len(table)} rows for the sites, {len(schema.columns)} columns; "
          f"split {spec.describe()} into {count} sites: "
          + ", ".join(f"{name} {n}" for name, n in site_rows.items()))  # fmt: skip
-    # Every site must take part in every round: the strategy waits for all of them.
-    resolved = dataclasses.replace(config, min_sites=count, clients=count if spec.kind != "column" else 0)
+    # min-sites stays as configured, so that `flwr run .` (which never passes through here) runs the same
+    # configuration: in a simulation every SuperNode exists from the start and each site checks that the
+    # split gives as many sites as there are SuperNodes, so waiting for more adds nothing.
+    resolved = dataclasses.replace(config, clients=count if spec.kind != "column" else 0)
     return SimulationPlan(config=resolved, num_sites=count, site_rows=site_rows, held_out=held_out, training=table)

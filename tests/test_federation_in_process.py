@@ -48,7 +48,7 @@ def federate(tmp_path, table, schema, intercept=None, **settings):
                        local_steps=2, batch_size=32, validator_rows=200, epsilon=EPSILON, out=str(out),
                        round_timeout=30.0)  # fmt: skip
     config = RunConfig.from_mapping({**config.to_mapping(), **settings})
-    plan = prepare_simulation(config, echo=lambda _: None)  # as ``fedsynth simulate``: min-sites = the sites
+    plan = prepare_simulation(config, echo=lambda _: None)  # as ``fedsynth simulate``
     run_config = plan.config.to_mapping()
     grid = FakeGrid(run_config, plan.num_sites, intercept=intercept)
     context = Context(run_id=grid.run_id, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(),
