@@ -28,8 +28,9 @@ History = list[tuple[float, float, int]]
 # a site budget of ε=0.2 failed with "The privacy budget is too low". Larger orders only tighten the
 # bound (ε is a minimum over orders), and at the usual ε ≥ 1 the optimum lies below 63, so the figures
 # there are Opacus's own.
-RDP_ORDERS: list[float] = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [
-    64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048,
+_DEFAULT_ORDERS: list[float] = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))  # Opacus's
+RDP_ORDERS: list[float] = [
+    *_DEFAULT_ORDERS, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048,
 ]  # fmt: skip
 # At the very largest order the bound is still valid, only looser.
 warnings.filterwarnings("ignore", message="Optimal order is the largest alpha", category=UserWarning)
@@ -50,12 +51,29 @@ def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accoun
     round after round; one PRV evaluation costs up to 0.4 s at high sampling rates."""
     acc = create_accountant(mechanism=accountant)
     acc.history = list(history)
-    return float(acc.get_epsilon(delta=delta, **_orders(accountant)))
+    if accountant != "rdp":
+        return float(acc.get_epsilon(delta=delta))
+    # Opacus's orders first: the large ones cost O(order) each for subsampled steps, and are needed only
+    # when the best order is the largest of the default ones (small ε).
+    epsilon, best = acc.get_privacy_spent(delta=delta)
+    if best >= max(_DEFAULT_ORDERS):
+        epsilon, _ = acc.get_privacy_spent(delta=delta, alphas=RDP_ORDERS)
+    return float(epsilon)
 
 
 def _orders(accountant: str) -> dict[str, Any]:
     """The RDP orders to search, as keyword arguments for Opacus (other accountants take none)."""
     return {"alphas": RDP_ORDERS} if accountant == "rdp" else {}
+
+
+def _noise_multiplier(**kwargs: Any) -> float:
+    """Opacus's noise search, with the larger RDP orders only when its default ones cannot reach the target."""
+    try:
+        return float(get_noise_multiplier(**kwargs))
+    except ValueError:
+        if kwargs.get("accountant") != "rdp":
+            raise
+        return float(get_noise_multiplier(**kwargs, alphas=RDP_ORDERS))
 
 
 def clear_epsilon_cache() -> None:
@@ -89,15 +107,8 @@ def _max_steps(
 def _sgd_noise(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str, prefix: History) -> float:
     """Smallest DP-SGD noise multiplier (to 1%) whose ``steps`` fit under ε after ``prefix``."""
     if not prefix:
-        return float(
-            get_noise_multiplier(
-                target_epsilon=epsilon,
-                target_delta=delta,
-                sample_rate=sample_rate,
-                steps=steps,
-                accountant=accountant,
-                **_orders(accountant),
-            )
+        return _noise_multiplier(
+            target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant
         )
     if epsilon_of(prefix, delta, accountant) >= epsilon:
         raise ValueError(
@@ -128,7 +139,7 @@ def measurement_noise(epsilon: float, delta: float, fraction: float, accountant:
     if fraction <= 0:
         return 0.0
     return float(
-        get_noise_multiplier(
+        get_noise_multiplier(  # one unsampled release: every order is a closed form, cheap
             target_epsilon=fraction * epsilon,
             target_delta=delta,
             sample_rate=1.0,
