@@ -51,10 +51,13 @@ from fedsynth.audit.statistics import AuditResult, audit_mechanism
 from fedsynth.client.site_checks import _real_row_counts, feedback_sums, noisy_feedback, noisy_release_counts
 from fedsynth.core.config import RunConfig
 from fedsynth.marginals.bins import count, count_pairs, pair_layout, parse_pairs, schema_bins
+from fedsynth.marginals.cliques import Clique, clique_counts, codes, model_layout
 from fedsynth.marginals.release import add_noise, one_way_weight
+from fedsynth.marginals.selection import selection_scores
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.privacy.budget import SiteBudget, epsilon_of, measurement_noise
 from fedsynth.privacy.dp_training import discriminator_step, make_private_discriminator, sample_rate_for
+from fedsynth.privacy.measurement_schedule import MeasurementSchedule
 from fedsynth.privacy.mechanisms import histogram_noise_std
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.strategies.client_dp import GanClientDP
@@ -339,9 +342,67 @@ def audit_feedback(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Selection votes
+# ---------------------------------------------------------------------------------------------------------------------
+SELECTION_AUDIT_SCALE = 1.5  # Gumbel scale audited when the run plans no selection rounds
+
+
+def audit_selection(
+    table: pd.DataFrame, schema: Schema, config: RunConfig, trials: int, confidence: float
+) -> MechanismAudit:
+    """The vote of one selection round, on the worst case a hostile coordinator can set up.
+
+    The coordinator chooses the model tables and the public penalty. Two candidates on disjoint
+    columns: A's table is the site's exact distribution (the canary's cell is then over-full by one
+    row, its score rises by 1), B's has one extra row in the canary's cell (adding the canary fills
+    it, the score falls by about 1); the penalty offsets make B win on D by 1. Adding the canary then
+    turns the noiseless argmax from B to A; the noisy max may not reveal more than its ρ allows.
+    """
+    if len(schema.columns) < 4:
+        raise ValueError("the selection audit needs a table of at least 4 columns (two disjoint pairs)")
+    rounds = config.selection_rounds(len(schema.columns))
+    reserved = measurement_noise(config.epsilon, config.delta, max(config.measure_fraction, 0.5), config.accountant)
+    scale = MeasurementSchedule(reserved, rounds).select_noise if rounds else SELECTION_AUDIT_SCALE
+    coarse = model_layout(schema_bins(schema, config.measure_bins), config.measure_pair_bins)
+    canary = canary_row(schema)
+    worlds = [table, pd.concat([table, canary], ignore_index=True)]
+    rows = float(len(table))
+    cliques = [Clique((0, 1), (coarse[0].size, coarse[1].size)), Clique((2, 3), (coarse[2].size, coarse[3].size))]
+    exact = [clique_counts(codes(table, coarse), c) for c in cliques]
+    canary_cells = [int(np.flatnonzero(clique_counts(codes(canary, coarse), c))[0]) for c in cliques]
+    table_a = exact[0] / rows
+    extra = exact[1].copy()
+    extra[canary_cells[1]] += 1
+    table_b = extra * (1.0 / rows)  # expected counts: the site's counts plus the canary's row
+    # One-way margins equal to each table's own, so that raking leaves the tables as they are.
+    one_way = [np.zeros(spec.size) for spec in coarse]
+    for clique, joint in zip(cliques, (table_a, table_b), strict=True):
+        grid = joint.reshape(clique.shape)
+        for axis, column in enumerate(clique.columns):
+            one_way[column] = grid.sum(axis=1 - axis)
+    scores = [selection_scores(codes(w, coarse), cliques, [table_a, table_b], one_way, rows, 0.0) for w in worlds]
+    offsets = np.array([-scores[0][0], 1.0 - scores[0][1]])  # on D: A at 0, B at 1
+
+    def noisy_vote(with_canary: bool) -> float:
+        return float(NoiseSource.secret_source().noisy_max(scores[int(with_canary)] + offsets, scale) == 0)
+
+    def noiseless_vote(with_canary: bool) -> float:
+        return float(np.argmax(scores[int(with_canary)] + offsets) == 0)
+
+    return MechanismAudit(
+        mechanism="selection",
+        instance=f"one selection vote (noisy max over 2 worst-case candidates), Gumbel scale {scale:.4g}",
+        epsilon=epsilon_of([(scale, 1.0, 1)], config.delta, "rdp"),
+        honest=audit_mechanism(noisy_vote, trials, config.delta, confidence),
+        broken_variant="the vote without noise (the argmax of the scores)",
+        broken=audit_mechanism(noiseless_vote, trials, config.delta, confidence),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # All of them
 # ---------------------------------------------------------------------------------------------------------------------
-AUDITS = ("histograms", "dp-sgd", "client-level", "feedback", "release-check")
+AUDITS = ("histograms", "selection", "dp-sgd", "client-level", "feedback", "release-check")
 
 
 def run_audits(
@@ -359,6 +420,7 @@ def run_audits(
         "dp-sgd": lambda: audit_dp_sgd(table, schema, config, trials, confidence),
         "client-level": lambda: audit_client_level(config, trials, confidence),
         "feedback": lambda: audit_feedback(table, schema, config, trials, confidence),
+        "selection": lambda: audit_selection(table, schema, config, trials, confidence),
         "release-check": lambda: audit_release_check(table, schema, config, trials, confidence),
     }
     results = []

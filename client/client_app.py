@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import pandas as pd
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsynth.client.secure_aggregation import secure_aggregation_mod
@@ -43,12 +43,15 @@ from fedsynth.client.wire_log import wire_log_mod
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import UserError
 from fedsynth.marginals.bins import pair_layout, parse_pairs, schema_bins
+from fedsynth.marginals.cliques import clique_counts, coarse_counts, codes, model_layout, parse_cliques
 from fedsynth.marginals.estimate import estimate_rows
-from fedsynth.marginals.release import one_way_weight, release_histograms, release_record
+from fedsynth.marginals.release import add_noise, one_way_weight, release_histograms, release_record
+from fedsynth.marginals.selection import selection_scores
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, measurement_noise
 from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
+from fedsynth.privacy.measurement_schedule import MeasurementSchedule
 from fedsynth.privacy.mechanisms import epsilon_with_release
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.privacy.site_plan import PlanError, plan_site, site_epsilon
@@ -65,12 +68,18 @@ from fedsynth.protocol.messages import (
     LEDGERS_KEY,
     LR_SCALE_KEY,
     METRICS_RECORD,
+    MODEL_TABLES_RECORD,
     NOISE_STD_KEY,
+    ONE_WAY_PREFIX,
     PAIR_NOISE_STD_KEY,
     POLICY_KEY,
     PUBLIC_ROWS_KEY,
     PURPOSE_KEY,
     SCHEMA_KEY,
+    SELECT_CANDIDATES_KEY,
+    SELECT_MEASURE_KEY,
+    SELECT_PENALTY_KEY,
+    SELECT_VOTE_KEY,
     SERVER_ROUND_KEY,
     SITE_NAME_KEY,
     SITE_RECORD,
@@ -79,9 +88,11 @@ from fedsynth.protocol.messages import (
     THRESHOLD_KEY,
     TRAINED_KEY,
     UNIT_WEIGHT_KEY,
+    VOTE_KEY,
     WEIGHT_KEY,
     FailureCode,
     Purpose,
+    QueryPurpose,
     SiteFailure,
 )
 from fedsynth.sovereignty.policy import Policy, parse_policy
@@ -217,6 +228,7 @@ def _site_budget(context: Context, config: RunConfig, site: SiteData, record: Co
     if restored is not None:
         budget.history = list(restored.history)
         budget.release_checked = restored.release_checked
+        budget.measure_spent = restored.measure_spent
     return budget
 
 
@@ -253,6 +265,11 @@ def measure(msg: Message, context: Context) -> Message:
     Gaussian mechanism, charged to its budget; at most once per run. Their totals give the site its
     DP row count, on which its DP-SGD plan is then built."""
     config, record, site = _open(msg, context)
+    purpose = str(record.get(PURPOSE_KEY, QueryPurpose.HISTOGRAMS))
+    if purpose == QueryPurpose.SELECT:
+        return _select(msg, context, config, record, site)
+    if purpose != QueryPurpose.HISTOGRAMS:
+        raise RefusalError(f"query purpose {purpose!r} is not offered by this site")
     ledgers = str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None
     restored = _restore_budget(context, config, site.name, ledgers)
     if restored is not None and restored.measured:
@@ -265,13 +282,15 @@ def measure(msg: Message, context: Context) -> Message:
     layout = schema_bins(schema, config.measure_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
+    # With selection rounds planned, the histograms take only their share of the reservation.
+    schedule = MeasurementSchedule(noise_multiplier, config.selection_rounds(len(layout)))
     # Charge first, then release: a crash in between over-counts, never under-counts.
     history = list(restored.history) if restored else []
     charged = SiteBudget(epsilon, config.delta, config.accountant, 0.0, 0.0, 0, history, noise_multiplier)
-    charged.record_measurement()
+    charged.record_measurement(schedule.one_way_noise)
     _save_budget(context, charged)
     noise = NoiseSource.for_run(config.reproducible_noise, config.seed, site.name, "measure")
-    release = release_histograms(site.frame, layout, pairs, noise_multiplier, weight, noise)
+    release = release_histograms(site.frame, layout, pairs, schedule.one_way_noise, weight, noise)
     charged.public_rows = estimate_rows(release.one_way)  # post-processing of what was just released
     _save_budget(context, charged)
     budget = _site_budget(context, config, site, record)  # the DP-SGD plan, built on that DP row count
@@ -279,6 +298,60 @@ def measure(msg: Message, context: Context) -> Message:
     arrays = release_record(layout, pairs, release.one_way + release.two_way)
     metrics = MetricRecord({NOISE_STD_KEY: release.one_way_std, PAIR_NOISE_STD_KEY: release.two_way_std,
                             EPSILON_KEY: budget.spent, WEIGHT_KEY: round(budget.public_rows)})  # fmt: skip
+    reply = {HISTOGRAMS_RECORD: arrays, METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}
+    return Message(RecordDict(reply), reply_to=msg)
+
+
+def _select(msg: Message, context: Context, config: RunConfig, record: ConfigRecord, site: SiteData) -> Message:
+    """One selection round (``server.selection``): measure the cliques voted for before, and vote.
+
+    Both are charged to the site's measurement reservation before anything leaves
+    (``privacy.measurement_schedule``): the counts as one Gaussian mechanism of L2 sensitivity
+    sqrt(cliques) (discrete Gaussian), the vote as a noisy max of scores of L∞ sensitivity 1
+    (``marginals.selection``). Beyond the reservation or the budget it is refused.
+    """
+    schema = schema_from_text(str(record[SCHEMA_KEY]))
+    restored = _restore_budget(context, config, site.name, str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None)
+    if restored is None or not restored.measured:
+        raise RefusalError("selection rounds come after the histograms, and only when the run plans them")
+    budget = _site_budget(context, config, site, record)
+    layout = schema_bins(schema, config.measure_bins)
+    coarse = model_layout(layout, config.measure_pair_bins)
+    schedule = MeasurementSchedule(budget.measure_noise, config.selection_rounds(len(layout)))
+    if schedule.rounds == 0:
+        raise RefusalError("selection rounds come after the histograms, and only when the run plans them")
+    pending = parse_cliques(str(record[SELECT_MEASURE_KEY]), schema, coarse)
+    voting = bool(int(record[SELECT_VOTE_KEY]))
+    releases = ([schedule.clique_noise] if pending else []) + ([schedule.select_noise] if voting else [])
+    for noise_multiplier in releases:
+        _refuse_over_budget(budget, noise_multiplier, "a selection round")
+        try:
+            budget.record_measurement(noise_multiplier)  # charge first, then release
+        except RuntimeError as exc:
+            raise RefusalError(f"selection round: {exc}") from None
+    _save_budget(context, budget)
+    row_codes = codes(site.frame, coarse)
+    label = (config.seed, site.name, "select", int(record.get("selection-round", 0)))
+    counts_std = schedule.clique_noise * float(len(pending)) ** 0.5
+    noisy = add_noise([clique_counts(row_codes, c) for c in pending], counts_std, NoiseSource.for_run(
+        config.reproducible_noise, *label, "counts"))  # fmt: skip
+    vote = -1
+    if voting:
+        tables = msg.content[MODEL_TABLES_RECORD]
+        candidates = parse_cliques(str(record[SELECT_CANDIDATES_KEY]), schema, coarse)
+        model = [tables[c.key(schema.names)].numpy() for c in candidates]
+        one_way = [
+            coarse_counts(tables[ONE_WAY_PREFIX + spec.column.name].numpy(), spec, coarse_spec)
+            for spec, coarse_spec in zip(layout, coarse, strict=True)
+        ]
+        scores = selection_scores(row_codes, candidates, model, one_way, budget.public_rows,
+                                  float(record[SELECT_PENALTY_KEY]))  # fmt: skip
+        # A scale a hair above the noise multiplier keeps OpenDP's ρ within the charged 1/(2 z²).
+        vote = NoiseSource.for_run(config.reproducible_noise, *label, "vote").noisy_max(
+            scores, schedule.select_noise * (1 + 1e-9)
+        )
+    arrays = ArrayRecord({c.key(schema.names): Array(v) for c, v in zip(pending, noisy, strict=True)})
+    metrics = MetricRecord({VOTE_KEY: vote, NOISE_STD_KEY: counts_std, EPSILON_KEY: budget.spent})
     reply = {HISTOGRAMS_RECORD: arrays, METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}
     return Message(RecordDict(reply), reply_to=msg)
 

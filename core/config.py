@@ -22,6 +22,7 @@ ACCOUNTANTS = ("prv", "rdp")
 SYNTHETIC_FORMATS = ("csv", "parquet")
 VALIDATOR_ACTIONS = ("record", "stop", "rollback")
 AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum")
+RELEASE_SOURCES = ("marginals", "generator")
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,15 @@ class RunConfig:
     max_grad_norm: float = 1.0
     client_dp_noise: float = 0.0  # client-level DP noise multiplier z on the site updates; 0: off
     client_dp_clip: float = 1.0  # client-level DP: L2 norm each site's whole G+D update is clipped to
-    measure_fraction: float = 0.5  # share of ε (as if spent alone) for DP histograms; 0: none
+    measure_fraction: float = 0.9  # share of ε (as if spent alone) for the DP measurements; 0: none
     measure_bins: int = 32  # interval bins per numeric column in those histograms
     measure_pairs: str = ""  # two-way histograms in the same release: "A:B,C:*" (C with every column); "": none
     measure_pair_bins: int = 8  # at most this many interval bins per numeric column in two-way histograms
     measure_one_way_weight: str = "auto"  # with pairs: one-way counts get this many times less noise than two-way
     rake_mix: float = 0.5  # share of raking candidates recombined column by column from generator rows
+    select_rounds: str = "auto"  # adaptive selection rounds of 2- and 3-way marginals; auto: one per column; 0: none
+    release_from: str = "marginals"  # marginals: rows of the model of the DP marginals | generator: GAN rows
+    # (without DP measurements, measure-fraction 0 or calibrate=false, there is no model: the GAN's rows are released)
     calibrate: bool = True  # match the generator's output to the DP marginals (post-processing)
     # Validator and data-sovereignty policy.
     policy: str = ""  # data-sovereignty policy YAML; empty: no copies released, every site admitted
@@ -85,6 +89,12 @@ class RunConfig:
     holdout: float = 0.0  # simulation: share of rows kept out of every site, written to real/holdout.csv
     out: str = "outputs/fedsynth"
     resume: bool = False  # continue from the last checkpoint in ``out``
+
+    def selection_rounds(self, columns: int) -> int:
+        """Adaptive selection rounds for a table of ``columns`` columns (public: from the schema)."""
+        if self.measure_fraction == 0:
+            return 0
+        return columns if self.select_rounds == "auto" else int(self.select_rounds)
 
     @staticmethod
     def key(field_name: str) -> str:
@@ -157,6 +167,10 @@ class RunConfig:
             fail("measure-bins", "must be at least 2")
         if self.calibrate and self.measure_fraction == 0:
             fail("calibrate", "needs DP histograms: set measure-fraction above 0 or calibrate=false")
+        if self.select_rounds != "auto" and not (self.select_rounds.strip().isdigit()):
+            fail("select-rounds", 'must be "auto" or a whole number of at least 0')
+        if self.release_from not in RELEASE_SOURCES:
+            fail("release-from", f"must be one of {', '.join(RELEASE_SOURCES)}")
         if not 0 <= self.rake_mix <= 1:
             fail("rake-mix", "must be in [0, 1]")
         if self.measure_pair_bins < 2:

@@ -36,7 +36,9 @@ import pandas as pd
 import torch
 
 from fedsynth.marginals.bins import bin_index
+from fedsynth.marginals.cliques import model_layout
 from fedsynth.marginals.estimate import Marginals
+from fedsynth.marginals.pool import sample_model
 from fedsynth.models.gan import Generator
 from fedsynth.tabular.codec import TableCodec, column_values
 
@@ -92,6 +94,12 @@ def _constraints(table: pd.DataFrame, marginals: Marginals) -> list[tuple[str, n
         cols = pair.bins.shape[1]
         cells = bin_index(table, pair.bins.first) * cols + bin_index(table, pair.bins.second)
         out.append(("two_way", cells, pair.probabilities.ravel()))
+    if marginals.cliques:
+        coarse = model_layout(marginals.layout, marginals.pair_bins)
+        for target in marginals.cliques:
+            clique = target.clique
+            columns = [bin_index(table, coarse[i]) for i in clique.columns]
+            out.append(("clique", np.ravel_multi_index(columns, clique.shape), target.probabilities))
     return out
 
 
@@ -162,15 +170,18 @@ def calibrated_sample(
     Returns the rows and, with two-way marginals, what raking did (for the run's report; no private
     data), else None.
     """
+    if marginals.release_from == "marginals":
+        return sample_model(marginals, rows, seed), {"source": "marginals", "cliques": len(marginals.cliques)}
+    raked = bool(marginals.pairs or marginals.cliques)
     bias = fit_logit_bias(generator, codec, marginals, seed=seed + 1)
-    draw = min(max(OVERSAMPLE * rows, MIN_DRAW), max(MAX_DRAW, rows)) if marginals.pairs else rows
+    draw = min(max(OVERSAMPLE * rows, MIN_DRAW), max(MAX_DRAW, rows)) if raked else rows
     table = _draw(generator, codec, bias, draw, seed)
     for index, span in enumerate(codec.spans):
         if span.is_numeric:
             values = pd.to_numeric(table[span.column.name]).to_numpy(dtype=float, na_value=np.nan)
             mapped = marginals.quantile_map(index, values)
             table[span.column.name] = column_values(span.column, np.nan_to_num(mapped), np.isnan(mapped))
-    if not marginals.pairs:
+    if not raked:
         return table, None
     rng = np.random.default_rng(seed)
     table = recombine(table, marginals.rake_mix, rng)

@@ -24,6 +24,7 @@ from fedsynth.marginals.bins import (
     parse_pairs,
     schema_bins,
 )
+from fedsynth.marginals.cliques import Clique, Target, model_layout
 from fedsynth.tabular.codec import column_values, unwarp
 from fedsynth.tabular.schema import Schema
 
@@ -117,6 +118,10 @@ class Marginals:
     pairs: list[PairMarginal] = field(default_factory=list)
     pair_bins: int = DEFAULT_PAIR_BINS
     rake_mix: float = 0.0  # share of raking candidates recombined column by column (``rake-mix``)
+    cliques: list[Target] = field(default_factory=list)  # adaptively selected 2- and 3-way marginals (coarse bins)
+    release_from: str = "generator"  # ``release-from``: a sampling setting, not part of the release
+    one_way_counts: list[np.ndarray] = field(default_factory=list)  # the summed noisy one-way counts (estimation)
+    one_way_std: float = 0.0  # their noise std per count
 
     @classmethod
     def from_noisy_counts(
@@ -160,13 +165,26 @@ class Marginals:
             rows = np.bincount(fine_to_coarse(layout[pair.i], pair.first), probabilities[pair.i], pair.shape[0])
             cols = np.bincount(fine_to_coarse(layout[pair.j], pair.second), probabilities[pair.j], pair.shape[1])
             measured.append(PairMarginal(pair, consistent_pair(counts, rows, cols)))
-        return cls(layout, probabilities, total, measured, pair_bins)
+        counts = [np.asarray(c, dtype=float) for c in sums]
+        return cls(layout, probabilities, total, measured, pair_bins, one_way_counts=counts, one_way_std=noise_std)
 
     def to_state(self) -> dict:
         state: dict[str, Any] = {
             "probabilities": [p.tolist() for p in self.probabilities],
             "total_rows": self.total_rows,
         }
+        state["release_from"] = self.release_from
+        if self.cliques:
+            state["model_bins"] = self.pair_bins
+            names = [spec.column.name for spec in self.layout]
+            state["cliques"] = [
+                {"columns": [names[i] for i in t.clique.columns], "probabilities": t.probabilities.tolist(),
+                 "counts": None if t.counts is None else t.counts.tolist(), "noise_std": t.noise_std}
+                for t in self.cliques
+            ]  # fmt: skip
+        if self.one_way_counts:
+            state["one_way_counts"] = [c.tolist() for c in self.one_way_counts]
+            state["one_way_std"] = self.one_way_std
         if self.pairs:
             state["pair_bins"] = self.pair_bins
             state["rake_mix"] = self.rake_mix
@@ -189,7 +207,21 @@ class Marginals:
             pair = by_key[f"{PAIR_PREFIX}{entry['columns'][0]}|{entry['columns'][1]}"]
             pairs.append(PairMarginal(pair, np.asarray(entry["probabilities"], dtype=float).reshape(pair.shape)))
         rake_mix = float(state.get("rake_mix", 0.0))
-        return cls(layout, probabilities, float(state["total_rows"]), pairs, pair_bins, rake_mix)
+        cliques = []
+        if state.get("cliques"):
+            pair_bins = int(state["model_bins"])
+            coarse = model_layout(layout, pair_bins)
+            for entry in state["cliques"]:
+                columns = tuple(schema.names.index(name) for name in entry["columns"])
+                clique = Clique(columns, tuple(coarse[i].size for i in columns))
+                counts = entry.get("counts")
+                cliques.append(Target(clique, np.asarray(entry["probabilities"], dtype=float),
+                                      None if counts is None else np.asarray(counts, dtype=float),
+                                      float(entry.get("noise_std", 0.0))))  # fmt: skip
+        release_from = str(state.get("release_from", "generator"))
+        counts = [np.asarray(c, dtype=float) for c in state.get("one_way_counts", [])]
+        return cls(layout, probabilities, float(state["total_rows"]), pairs, pair_bins, rake_mix, cliques, release_from,
+                   counts, float(state.get("one_way_std", 0.0)))  # fmt: skip
 
     # Uses (post-processing) ------------------------------------------------------
     def missing_rate(self, index: int) -> float:

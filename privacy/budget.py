@@ -22,6 +22,8 @@ from typing import Any
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
+from fedsynth.privacy.measurement_schedule import share_of
+
 History = list[tuple[float, float, int]]
 
 # Opacus's default RDP orders stop at 63, which cannot express ε below ln(1/δ)/62 (0.19 at δ=1e-5) at all:
@@ -205,6 +207,7 @@ class SiteBudget:
     public_rows: float = 0.0  # the site's public row count (declared, or its DP estimate); 0: not known yet
     release_checked: bool = False  # the release gate's counts were answered (once per run)
     release_check_noise: float = 0.0  # noise multiplier of the DP release check; 0: none planned
+    measure_spent: float = 0.0  # share of the measurement reservation spent (histograms, votes, cliques)
 
     @classmethod
     def plan(
@@ -243,13 +246,21 @@ class SiteBudget:
 
     @property
     def measured(self) -> bool:
-        return any((n, q) == (self.measure_noise, 1.0) for n, q, _ in self.history)
+        """True once any part of the measurement reservation was spent (the histograms come first)."""
+        return self.measure_spent > 0 or any((n, q) == (self.measure_noise, 1.0) for n, q, _ in self.history)
 
-    def record_measurement(self) -> None:
-        """Charge the planned histogram release to the accountant's history."""
+    def record_measurement(self, noise: float | None = None) -> None:
+        """Charge one Gaussian release in the measurement reservation: the whole of it (``noise`` None) or
+        the part a release at noise multiplier ``noise`` spends (``privacy.measurement_schedule``).
+        Refused when it would spend more than the reservation holds."""
         if not self.measure_noise:
             raise RuntimeError("this budget plans no measurement")
-        self.history.append((self.measure_noise, 1.0, 1))
+        noise = self.measure_noise if noise is None else float(noise)
+        part = share_of(self.measure_noise, noise)
+        if self.measure_spent + part > 1.0 + 1e-9:
+            raise RuntimeError("the measurement reservation is spent; a further release is refused")
+        self.history.append((noise, 1.0, 1))
+        self.measure_spent += part
 
     @property
     def feedback_given(self) -> int:
@@ -316,6 +327,7 @@ class SiteBudget:
             "public-rows": self.public_rows,
             "release-checked": int(self.release_checked),
             "release-check-noise": self.release_check_noise,
+            "measure-spent": self.measure_spent,
             "history-noise": [float(h[0]) for h in self.history],
             "history-rate": [float(h[1]) for h in self.history],
             "history-steps": [int(h[2]) for h in self.history],
@@ -345,4 +357,5 @@ class SiteBudget:
             public_rows=float(state.get("public-rows", 0.0)),
             release_checked=bool(int(state.get("release-checked", 0))),
             release_check_noise=float(state.get("release-check-noise", 0.0)),
+            measure_spent=float(state.get("measure-spent", 0.0)),
         )

@@ -148,3 +148,35 @@ class NoiseSource:
         else:
             noisy = np.rint(flat + self.gaussian(flat.size, scale))
         return noisy.astype(np.int64).reshape(np.shape(counts))
+
+    def noisy_max(self, scores: np.ndarray, scale: float) -> int:
+        """The index of the largest of ``scores`` after Gumbel noise of scale ``scale`` (report noisy max,
+        i.e. the exponential mechanism). With scores of L∞ sensitivity 1 it is ρ = 1/(2 scale²)-zCDP.
+
+        A secret source uses OpenDP's sampler, exact and driven by the OS CSPRNG (no floating-point
+        leak); a reproducible one adds its own Gumbel draws, fine for a run that is not DP anyway.
+        """
+        values = np.asarray(scores, dtype=float).reshape(-1)
+        if not values.size or not np.all(np.isfinite(values)):
+            raise ValueError("noisy max needs finite scores")
+        if scale <= 0:
+            raise ValueError("noisy max needs a positive scale")
+        if not self.secret:
+            uniform = np.minimum(self.uniform(values.size), 1.0 - 2.0**-53)  # (0, 1): both logs finite
+            return int(np.argmax(values - scale * np.log(-np.log(uniform))))
+        return int(_opendp_noisy_max(float(scale))(values.tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _opendp_noisy_max(scale: float):
+    """OpenDP's report-noisy-max (Gumbel) on a float vector of L∞ sensitivity 1, zCDP (cached per scale)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.linf_distance(T=float)
+    return space >> dp.m.then_noisy_max(dp.zero_concentrated_divergence(), scale=scale)
+
+
+def noisy_max_rho(scale: float) -> float:
+    """OpenDP's zCDP ρ for one noisy max at ``scale`` on scores of L∞ sensitivity 1 (1/(2 scale²))."""
+    return float(_opendp_noisy_max(float(scale)).map(1.0))

@@ -34,6 +34,7 @@ METRICS_RECORD = "metrics"  # a site's public figures (MetricRecord)
 ARRAYS_RECORD = "arrays"  # the model (ArrayRecord)
 HISTOGRAMS_RECORD = "histograms"  # the DP histogram release (ArrayRecord)
 COUNTS_RECORD = "counts"  # the DP release check (ConfigRecord)
+MODEL_TABLES_RECORD = "model-tables"  # select queries: the model's candidate tables and the site's own one-ways
 SECURE_METRICS_RECORD = "fitres.metrics"  # where a site's metrics travel under secure aggregation
 
 # Keys the coordinator sends in the config record.
@@ -43,9 +44,21 @@ POLICY_KEY = "policy-yaml"
 SERVER_ROUND_KEY = "server-round"
 LR_SCALE_KEY = "lr-scale"
 PURPOSE_KEY = "purpose"
+SELECT_MEASURE_KEY = "measure-cliques"  # select queries: JSON list of column-name lists to measure now
+SELECT_VOTE_KEY = "vote"  # select queries: 1 when the site is asked to vote
+SELECT_CANDIDATES_KEY = "candidates"  # select queries: JSON list of the candidate cliques, in table order
+SELECT_PENALTY_KEY = "penalty-std"  # select queries: the public noise scale of AIM's small-table preference
+ONE_WAY_PREFIX = "one-way:"  # select queries: the site's own round-0 one-way histogram of a column
 SYNTHETIC_KEY = "synthetic-csv"
 THRESHOLD_KEY = "distance-threshold"
 SECAGG_KEYS_FIELD = "secagg-keys"  # JSON list: the packed record's keys, in the order of the legacy parameter list
+
+
+class QueryPurpose:
+    """What a query message asks of a site (``PURPOSE_KEY``; absent: the round-0 histograms)."""
+
+    HISTOGRAMS = "histograms"
+    SELECT = "select"  # vote for a clique (noisy max) and measure the cliques voted for before
 
 
 class Purpose:
@@ -66,6 +79,7 @@ EPSILON_KEY = "epsilon"  # ε the site has spent so far
 BUDGET_EXHAUSTED_KEY = "budget-exhausted"  # 1: the site's budget allows no further step
 NOISE_STD_KEY = "noise-std"  # the noise std on each released value (public: from the plan)
 PAIR_NOISE_STD_KEY = "pair-noise-std"  # measurement replies: the noise std on each two-way count
+VOTE_KEY = "vote"  # select replies: the index of the candidate the site voted for (-1: no vote asked)
 SITE_SECONDS_KEY = "site-seconds"  # train replies in simulation only: the handler's own wall seconds
 FEEDBACK_SUM_PREFIX = "sum:"  # feedback replies: "sum:distance:<column>", "sum:covered"
 PUBLIC_ROWS_KEY = "public-rows"  # feedback replies: the divisor the coordinator uses

@@ -20,6 +20,7 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
@@ -58,6 +59,7 @@ from fedsynth.server.secure_round import (
     secure_aggregation_section,
     secure_train_round,
 )
+from fedsynth.server.selection import select_marginals
 from fedsynth.server.synthesis import sample_release, sample_table
 from fedsynth.sovereignty.policy import Policy, load_policy
 from fedsynth.sovereignty.rules import release_section, sovereignty_section
@@ -246,7 +248,12 @@ def _open_run(grid: Grid, config: RunConfig) -> tuple[Run, ArrayRecord]:
     fields = {SCHEMA_KEY: dump_schema_text(fed.schema)}
     if policy is not None:
         fields[POLICY_KEY] = Path(config.policy).read_text(encoding="utf-8")
-    marginals = measure_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation)
+    one_way: dict[int, list[np.ndarray]] = {}
+    resumed = state.measurement is not None
+    marginals = measure_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation, one_way)
+    if marginals is not None and not resumed:
+        marginals = select_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation,
+                                     marginals, one_way)  # fmt: skip
     run = Run(grid, fed, strategy, watch, state, fields, marginals, started)
     if isinstance(strategy, GanClientDP):
         # m is fixed for the whole run, a resumed one too: the divisor the noise was sized for.

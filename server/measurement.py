@@ -53,15 +53,20 @@ def measure_marginals(
     fields: dict,
     state: RunState,
     participation: Participation,
+    site_one_way: dict[int, list[np.ndarray]] | None = None,
 ) -> Marginals | None:
-    """The DP marginals of this run: measured now, or restored from the run state."""
+    """The DP marginals of this run: measured now, or restored from the run state.
+
+    ``site_one_way``, when given, receives every releasing site's own one-way histograms by node id
+    (for the selection rounds, ``server.selection``)."""
     if config.measure_fraction == 0:
         return None
     layout = schema_bins(schema, config.measure_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     if state.measurement is not None:  # measured before this resume: never again
         marginals = Marginals.from_state(schema, state.measurement["marginals"], config.measure_bins)
-        marginals.rake_mix = config.rake_mix  # a sampling setting, not part of the release
+        marginals.rake_mix = config.rake_mix  # sampling settings, not part of the release
+        marginals.release_from = config.release_from
         return marginals
     nodes = strategy.wait_for_sites(grid, "measurement")
     query = ConfigRecord({**fields, LEDGERS_KEY: json.dumps(state.ledgers), SERVER_ROUND_KEY: 0})
@@ -85,6 +90,8 @@ def measure_marginals(
             continue
         for total, values in zip([*sums, *pair_sums], [*one_way, *two_way], strict=True):
             total += values
+        if site_one_way is not None:
+            site_one_way[msg.metadata.src_node_id] = one_way
         metrics = msg.content.metric_records[METRICS_RECORD]
         variance += float(metrics[NOISE_STD_KEY]) ** 2
         pair_variance += float(metrics.get(PAIR_NOISE_STD_KEY, metrics[NOISE_STD_KEY])) ** 2
@@ -103,6 +110,7 @@ def measure_marginals(
         layout, sums, noise_std, pairs, pair_sums, config.measure_pair_bins, pair_noise_std
     )
     marginals.rake_mix = config.rake_mix
+    marginals.release_from = config.release_from
     state.measurement = {
         "marginals": marginals.to_state(),
         "sites": sites,
@@ -125,7 +133,9 @@ def measurement_summary(config: RunConfig, state: RunState, raking: dict[str, An
     entry = state.measurement
     pairs = [entry_pair["columns"] for entry_pair in entry["marginals"].get("pairs", [])]
     used_for = []
-    if config.calibrate:
+    if config.calibrate and config.release_from == "marginals":
+        used_for.append("the released table: rows of a pool fitted to every measured marginal (post-processing)")
+    elif config.calibrate:
         used_for.append("calibration of the synthetic table's one-way marginals (post-processing)")
         if pairs:
             used_for.append("raking the synthetic table to the two-way marginals (post-processing)")
@@ -146,4 +156,22 @@ def measurement_summary(config: RunConfig, state: RunState, raking: dict[str, An
         "pair_noise_std_per_count": entry.get("pair_noise_std_per_count"),
         "used_for": used_for,
         "raking": raking,
+        "selection": _selection_summary(config, entry),
+        "released_from": config.release_from,
+    }
+
+
+def _selection_summary(config: RunConfig, entry: dict) -> dict | None:
+    """What the selection rounds measured (``server.selection``), for the report."""
+    selection = entry.get("selection")
+    if not selection:
+        return None
+    return {
+        "what": "adaptive selection (AIM-style): each round every site votes under DP (noisy max, charged) for the "
+        "2- or 3-way marginal its rows say the model misses most, then every site measures the cliques voted for "
+        "(discrete Gaussian, charged); all within measure-fraction of ε",
+        "rounds": selection["rounds"],
+        "cliques": selection["cliques"],
+        "votes": selection["votes"],
+        "bins_per_numeric_column": config.measure_pair_bins,
     }

@@ -84,10 +84,15 @@ def test_two_rounds_end_to_end(tmp_path, small_table, small_schema):
     names = site_names(grid, run_config, small_schema)
     assert sorted(names.values()) == SITES
 
-    # Every site: measured once, trained in rounds 1 and 2, answered the release check, all without failure.
+    # Every site: measured (histograms, then the selection rounds), trained in rounds 1 and 2, answered the
+    # release check, all without failure.
+    selection = report["privacy"]["measurement"]["selection"]
+    assert selection["rounds"] == len(small_schema.columns) and selection["cliques"]
     for node in grid.contexts:
-        assert requests(grid, node) == [("query", 0, "reply"), ("train", 1, "reply"), ("train", 2, "reply"),
-                                        ("evaluate", None, "reply")]  # fmt: skip
+        seen = requests(grid, node)
+        queries = [r for r in seen if r[0] == "query"]
+        assert seen[len(queries) :] == [("train", 1, "reply"), ("train", 2, "reply"), ("evaluate", None, "reply")]
+        assert queries == [("query", 0, "reply")] * len(queries) and 2 <= len(queries) <= 2 + selection["rounds"]
 
     assert report["rounds_completed"] == 2 and [r["round"] for r in report["rounds"]] == [1, 2]
     for entry in report["rounds"]:
@@ -140,7 +145,8 @@ def test_a_site_failing_in_round_two_is_recorded_and_the_run_finishes(tmp_path, 
     else:
         assert second["missing"] == [name] and second["failed"] == {}
     assert sorted(second["aggregated"]) == others
-    assert requests(grid, victim)[2] == ("train", 2, "intercepted" if how == "error" else "no reply")
+    trains = [r for r in requests(grid, victim) if r[0] == "train"]
+    assert trains[1] == ("train", 2, "intercepted" if how == "error" else "no reply")
 
     # The run went on: the failed site still answered the release check, and the table was released.
     assert report["rounds_completed"] == 2

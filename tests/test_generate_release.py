@@ -47,7 +47,10 @@ def generate(checkpoint: Path, out: Path) -> subprocess.CompletedProcess:
 def test_generate_leaves_out_the_columns_the_policy_forbids(tmp_path, small_table, small_schema):
     policy = tmp_path / "policy.yaml"
     policy.write_text(FORBIDS_INCOME)
-    report, _, out, _ = federate(tmp_path, small_table, small_schema, policy=str(policy), rounds=1)
+    # The GAN's rows: with income forbidden only age, region and smoker are compared, and the marginal
+    # model reproduces those few real combinations often enough for no_copies to withhold the table.
+    report, _, out, _ = federate(tmp_path, small_table, small_schema, policy=str(policy), rounds=1,
+                                 **{"release-from": "generator"})  # fmt: skip
     assert report["release"]["approved"], report["release"]["reasons"]
     assert "income" not in pd.read_csv(out / "synthetic.csv").columns
     more = tmp_path / "more.csv"

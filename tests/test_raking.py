@@ -128,7 +128,7 @@ def test_resume_restores_the_pairs_without_measuring_again():
     state = RunState()
     state.measurement = {"marginals": marginals.to_state(), "sites": ["s0"], "failed": {},
                                     "noise_std_per_count": 3.0, "histograms": 4}  # fmt: skip
-    config = RunConfig.from_mapping({"measure-pairs": "x:y"})
+    config = RunConfig.from_mapping({"measure-pairs": "x:y", "release-from": "generator"})
     # No grid, strategy or participation: measuring again would fail loudly.
     restored = measure_marginals(None, None, config, TOY, {}, state, None)  # type: ignore[arg-type]
     assert [p.bins.key for p in restored.pairs] == ["pair:x|y"]

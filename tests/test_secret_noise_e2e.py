@@ -61,7 +61,10 @@ def check_wire_log(path: Path, sites: int, rounds: int) -> None:
     for entry in entries:
         assert "error" not in entry, entry
         kind = kinds[entry["message_type"].split(".")[0]]
-        seen[kind] += 1
+        if kind == "measure" and "vote" in entry["records"].get("metrics", {}).get("keys", []):
+            kind = "select"  # a selection round's reply (a query with purpose select)
+            assert all(k.startswith("clique:") for k in entry["records"]["histograms"]["keys"]), entry
+        seen[kind] = seen.get(kind, 0) + 1
         assert set(entry["records"]) == set(ALLOWED[kind]), entry
         for record, described in entry["records"].items():
             allowed = ALLOWED[kind][record]
@@ -71,7 +74,9 @@ def check_wire_log(path: Path, sites: int, rounds: int) -> None:
                 allowed = allowed | {"site-seconds"}  # simulated sites only (docs/privacy.md)
             keys = set(described["keys"])
             assert keys <= allowed, f"{kind}/{record}: {keys - allowed} not listed in docs/privacy.md"
+    selections = seen.pop("select", 0)
     assert seen == {"measure": sites, "train": sites * rounds, "release-check": sites}, seen
+    assert selections % sites == 0, selections  # every site answers every selection round
 
 
 def test_same_seed_same_data_releases_different_noise_unless_asked(tmp_path, small_schema, small_table):

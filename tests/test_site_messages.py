@@ -14,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
 
 from fedsynth.client import client_app
 from fedsynth.core.config import RunConfig
+from fedsynth.marginals.bins import schema_bins
+from fedsynth.marginals.cliques import model_layout, parse_cliques
 from fedsynth.marginals.estimate import estimate_rows
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack
+from fedsynth.privacy.measurement_schedule import MeasurementSchedule
 from fedsynth.protocol.messages import (
     LEDGERS_KEY,
     POLICY_KEY,
@@ -42,6 +45,11 @@ ALLOWED = {
     "measure": {
         "histograms": {"age", "income", "region", "smoker"},
         "metrics": {"noise-std", "pair-noise-std", "epsilon", "num-examples"},
+        "site": {"name", "jurisdiction", "accountant", "budget"},
+    },
+    "select": {
+        "histograms": None,  # ``clique:A|B[|C]``, one per clique asked for: checked against the request
+        "metrics": {"vote", "noise-std", "epsilon"},
         "site": {"name", "jurisdiction", "accountant", "budget"},
     },
     "train": {
@@ -109,6 +117,9 @@ def check_reply(kind: str, reply: Message, model_keys: set[str] | None = None) -
     sent = keys_of(reply)
     assert set(sent) == set(ALLOWED[kind]), f"{kind}: records {set(sent)} not on the list"
     for record, keys in sent.items():
+        if kind == "select" and record == "histograms":  # the cliques asked for; checked by the test
+            assert all(key.startswith("clique:") for key in keys), keys
+            continue
         allowed = model_keys if ALLOWED[kind][record] is None else ALLOWED[kind][record]
         assert keys <= allowed, f"{kind}/{record}: {keys - allowed} not on the list in docs/privacy.md"
 
@@ -187,6 +198,43 @@ def test_every_reply_carries_only_listed_keys_and_only_dp_values(site):
     after = client_app._restore_budget(context, config, "a", None)
     assert after.history[-1] == (config.release_check_noise, 1.0, 1)
     assert spent_before < after.spent <= config.epsilon
+
+
+def test_a_selection_round_is_a_vote_and_noisy_counts_charged_within_the_reservation(site):
+    context, config, schema, _, schema_text = site
+    base = {SCHEMA_KEY: schema_text, LEDGERS_KEY: "{}", "server-round": 0}
+    select = {**base, PURPOSE_KEY: "select", "selection-round": 1, "vote": 1, "penalty-std": 1.0}
+    pairs = [["age", "region"], ["income", "smoker"]]
+    coarse = model_layout(schema_bins(schema, config.measure_bins), config.measure_pair_bins)
+    candidates = parse_cliques(json.dumps(pairs), schema, coarse)
+    tables = {c.key(schema.names): Array(np.full(c.size, 1.0 / c.size)) for c in candidates}
+
+    def ask(measure: list, vote: int = 1) -> Message:
+        own = {f"one-way:{n}": Array(h.numpy()) for n, h in first.content.array_records["histograms"].items()}
+        fields = {**select, "measure-cliques": json.dumps(measure), "vote": vote, "candidates": json.dumps(pairs)}
+        return client_app.measure(request("query", fields, **{"model-tables": ArrayRecord({**tables, **own})}),
+                                  context)  # fmt: skip
+
+    refused(client_app.measure(request("query", {**select, "measure-cliques": "[]", "candidates": "[]"}), context),
+            "after the histograms")  # fmt: skip
+    first = client_app.measure(request("query", base), context)
+    spent_before = client_app._restore_budget(context, config, "a", None)
+    reply = ask([["age", "region"]])
+    check_reply("select", reply)
+    assert set(reply.content.array_records["histograms"].keys()) == {"clique:age|region"}
+    counts = reply.content.array_records["histograms"]["clique:age|region"].numpy()
+    assert np.array_equal(counts, np.round(counts))  # discrete Gaussian counts
+    assert reply.content.metric_records["metrics"]["vote"] in (0, 1)
+    after = client_app._restore_budget(context, config, "a", None)
+    schedule = MeasurementSchedule(after.measure_noise, len(schema.columns))
+    # Charged first: the clique counts and the vote, each at its planned noise multiplier.
+    assert after.history[-2:] == [(schedule.clique_noise, 1.0, 1), (schedule.select_noise, 1.0, 1)]
+    assert spent_before.spent < after.spent <= config.epsilon
+    # The reservation holds one-way + rounds x (vote + counts): a coordinator asking for more is refused.
+    for _ in range(len(schema.columns) - 1):
+        check_reply("select", ask([["age", "region"]]))
+    refused(ask([["age", "region"]]), "reservation is spent")
+    assert client_app._restore_budget(context, config, "a", None).measure_spent == pytest.approx(1.0)
 
 
 def test_a_site_answers_each_release_once(site):

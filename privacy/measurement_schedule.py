@@ -1,0 +1,50 @@
+"""How a site's measurement reservation is split between the one-way histograms and the selection rounds.
+
+The plan reserves the measurement as one Gaussian mechanism at noise multiplier z (``measure-fraction``
+of ε, ``privacy.budget.measurement_noise``), that is ρ = 1/(2z²) in zCDP. Gaussian mechanisms (and
+the noisy max, at ρ = 1/(2s²)) compose by adding their ρ, and the Rényi accountant adds their curves
+α·ρ exactly, so the reservation can be spent in parts without changing the plan: a share
+``one_way_share`` on the one-way histograms (round 0), the rest evenly over ``rounds`` selection
+rounds, each split ``SELECT_SHARE`` to the vote and the remainder to measuring the cliques voted for
+(AIM's split). Part p of the reservation is a Gaussian mechanism at noise multiplier z / sqrt(p).
+Everything here is a function of public settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SELECT_SHARE = 0.1  # share of a selection round's budget spent on the vote (AIM's default)
+DEFAULT_ONE_WAY_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class MeasurementSchedule:
+    """Noise multipliers of every release in the measurement reservation (module docstring)."""
+
+    reserved_noise: float  # z of the whole reservation; 0: the run measures nothing
+    rounds: int  # selection rounds; 0: the one-way histograms take the whole reservation
+    one_way_share: float = DEFAULT_ONE_WAY_SHARE
+
+    def _noise(self, share: float) -> float:
+        return self.reserved_noise / math.sqrt(share) if share > 0 else 0.0
+
+    @property
+    def one_way_noise(self) -> float:
+        return self._noise(self.one_way_share if self.rounds else 1.0)
+
+    @property
+    def select_noise(self) -> float:
+        """Noise multiplier (= Gumbel scale) of one site's vote in one selection round."""
+        return self._noise((1.0 - self.one_way_share) * SELECT_SHARE / self.rounds) if self.rounds else 0.0
+
+    @property
+    def clique_noise(self) -> float:
+        """Noise multiplier of one round's clique measurement (L2 sensitivity sqrt(cliques measured))."""
+        return self._noise((1.0 - self.one_way_share) * (1.0 - SELECT_SHARE) / self.rounds) if self.rounds else 0.0
+
+
+def share_of(reserved_noise: float, noise: float) -> float:
+    """The part of a reservation at ``reserved_noise`` that one Gaussian release at ``noise`` spends."""
+    return (reserved_noise / noise) ** 2 if noise > 0 else 0.0
