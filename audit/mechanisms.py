@@ -128,7 +128,7 @@ def audit_histograms(
     table: pd.DataFrame, schema: Schema, config: RunConfig, trials: int, confidence: float
 ) -> MechanismAudit:
     canary = canary_row(schema)
-    layout = schema_bins(schema, config.measure_bins)
+    layout = schema_bins(schema, config.histogram_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
     z = measurement_noise(config.epsilon, config.delta, max(config.measure_fraction, 0.5), config.accountant)
@@ -363,7 +363,7 @@ def audit_selection(
     rounds = config.selection_rounds(len(schema.columns))
     reserved = measurement_noise(config.epsilon, config.delta, max(config.measure_fraction, 0.5), config.accountant)
     scale = MeasurementSchedule(reserved, rounds).select_noise if rounds else SELECTION_AUDIT_SCALE
-    coarse = model_layout(schema_bins(schema, config.measure_bins), config.measure_pair_bins)
+    coarse = model_layout(schema_bins(schema, config.histogram_bins), config.measure_pair_bins)
     canary = canary_row(schema)
     worlds = [table, pd.concat([table, canary], ignore_index=True)]
     rows = float(len(table))

@@ -46,7 +46,7 @@ SWEEPS = {"hi": "outputs/fidelity-hi", "medexp": "outputs/fidelity-medexp"}
 
 def noise_free(train: pd.DataFrame, schema: Schema, run: RunConfig, seed: int) -> dict[str, pd.DataFrame]:
     """Independent draws from exact one-way histograms, and the same draws raked to exact pairs."""
-    layout = schema_bins(schema, run.measure_bins)
+    layout = schema_bins(schema, run.histogram_bins)
     pairs = pair_layout(layout, parse_pairs(run.measure_pairs, schema), run.measure_pair_bins)
     one_way = count(train, layout)
     independent = Marginals.from_noisy_counts(layout, one_way, 0.0)

@@ -58,6 +58,7 @@ TABLES = {
 }
 PEERS = ("mst", "aim", "ctgan")
 EPSILON, DELTA, BINS = 1.0, 1e-5, 32
+PEER_TIMEOUT = 2400  # seconds; AIM takes about 8 minutes on HI on 2 busy cores
 METRICS = ("column_shapes", "pair_trends", "tstr", "coverage", "exact_match_rate", "exact_match_holdout",
            "rare_kept", "run_seconds")  # fmt: skip
 
@@ -122,7 +123,7 @@ def run_peers(name: str, out: Path, schema: Schema, seeds: list[int]) -> None:
                 # CTGAN's 40 default epochs are too few steps on a small table: aim at about 2,000 steps.
                 epochs = ["--epochs", str(min(300, max(40, 2000 * 500 // len(train))))] if peer == "ctgan" else []
                 seconds = run_peer(peer, train_csv, meta, folder / "synthetic.csv", EPSILON, DELTA, len(train), seed,
-                                   extra_args=epochs)  # fmt: skip
+                                   timeout_s=PEER_TIMEOUT, extra_args=epochs)  # fmt: skip
             except RuntimeError as exc:
                 (folder / "error.txt").write_text(str(exc), encoding="utf-8")
                 print(f"[{name}] {peer} seed {seed} failed: {str(exc).splitlines()[-1] if str(exc) else exc}")

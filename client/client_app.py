@@ -279,7 +279,7 @@ def measure(msg: Message, context: Context) -> Message:
     if not noise_multiplier:
         raise RefusalError("this run plans no measurement (measure-fraction is 0)")
     schema = schema_from_text(str(record[SCHEMA_KEY]))
-    layout = schema_bins(schema, config.measure_bins)
+    layout = schema_bins(schema, config.histogram_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
     # With selection rounds planned, the histograms take only their share of the reservation.
@@ -315,7 +315,7 @@ def _select(msg: Message, context: Context, config: RunConfig, record: ConfigRec
     if restored is None or not restored.measured:
         raise RefusalError("selection rounds come after the histograms, and only when the run plans them")
     budget = _site_budget(context, config, site, record)
-    layout = schema_bins(schema, config.measure_bins)
+    layout = schema_bins(schema, config.histogram_bins)
     coarse = model_layout(layout, config.measure_pair_bins)
     schedule = MeasurementSchedule(budget.measure_noise, config.selection_rounds(len(layout)))
     if schedule.rounds == 0:

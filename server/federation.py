@@ -402,7 +402,7 @@ def _finish(run: Run, arrays: ArrayRecord) -> dict:
     training_done = time.time()
     fed, state, strategy, watch, config = run.fed, run.state, run.strategy, run.watch, run.config
     calibration = run.marginals if config.calibrate else None
-    extra = {"calibration": checkpoint_calibration(calibration, config.measure_bins)} if calibration else {}
+    extra = {"calibration": checkpoint_calibration(calibration, config.histogram_bins)} if calibration else {}
     save_checkpoint(fed.checkpoints / "final.pt", arrays, fed.schema, fed.shape, state.completed_round, extra=extra)
     site_metrics = _with_ledgers(strategy.latest_site_metrics(), state)
     rows = config.rows or int(sum(m.get(WEIGHT_KEY, 0) for m in site_metrics.values()))

@@ -61,10 +61,10 @@ def measure_marginals(
     (for the selection rounds, ``server.selection``)."""
     if config.measure_fraction == 0:
         return None
-    layout = schema_bins(schema, config.measure_bins)
+    layout = schema_bins(schema, config.histogram_bins)
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     if state.measurement is not None:  # measured before this resume: never again
-        marginals = Marginals.from_state(schema, state.measurement["marginals"], config.measure_bins)
+        marginals = Marginals.from_state(schema, state.measurement["marginals"], config.histogram_bins)
         marginals.rake_mix = config.rake_mix  # sampling settings, not part of the release
         marginals.release_from = config.release_from
         return marginals
@@ -144,7 +144,7 @@ def measurement_summary(config: RunConfig, state: RunState, raking: dict[str, An
         "what": "one-way histograms of every column and two-way histograms of the pairs listed, "
         "one Gaussian mechanism (L2 sensitivity sqrt(one-way x weight^2 + two-way)), charged to each site's accountant",
         "budget_fraction": config.measure_fraction,
-        "bins_per_numeric_column": config.measure_bins,
+        "bins_per_numeric_column": config.histogram_bins,
         "pairs": pairs,
         "pair_bins_per_numeric_column": config.measure_pair_bins if pairs else None,
         "rake_mix": config.rake_mix if pairs else None,

@@ -384,7 +384,7 @@ def dp_marginals(train: pd.DataFrame, cell: Cell, config: SweepConfig) -> tuple[
     sites_count = num_sites(spec, train, cell.sites or 0)
     sites = partition_table(train, spec, sites_count, cell.seed)
     noise = measurement_noise(cell.epsilon, run.delta, 1.0, run.accountant)  # the whole ε on one release
-    layout = schema_bins(config.schema, run.measure_bins)
+    layout = schema_bins(config.schema, run.histogram_bins)
     source = NoiseSource.for_run(run.reproducible_noise, cell.id, "dp-marginals")
     sums = [np.zeros(spec_.size) for spec_ in layout]
     std = 0.0

@@ -149,3 +149,20 @@ def test_one_way_weight_takes_auto_or_a_number():
     assert RunConfig().measure_one_way_weight == "auto"
     assert RunConfig.from_mapping({"measure-one-way-weight": 2}).measure_one_way_weight == "2"
     assert RunConfig.from_mapping({"measure-one-way-weight": "1.5"}).measure_one_way_weight == "1.5"
+
+
+@pytest.mark.parametrize(("epsilon", "bins"), [(0.5, 32), (1.0, 32), (2.0, 64), (3.9, 64), (4.0, 128), (10.0, 256)])
+def test_histogram_bins_follow_epsilon_unless_set(epsilon, bins):
+    assert RunConfig(epsilon=epsilon).histogram_bins == bins
+    assert RunConfig(epsilon=epsilon, measure_bins=48).histogram_bins == 48
+
+
+def test_selection_rounds_default_to_one_per_column_and_need_measurements():
+    assert RunConfig().selection_rounds(13) == 13
+    assert RunConfig(select_rounds="2").selection_rounds(13) == 2
+    assert RunConfig(measure_fraction=0.0, calibrate=False).selection_rounds(13) == 0
+    for bad in ("-1", "many"):
+        with pytest.raises(ConfigError, match="select-rounds"):
+            RunConfig.from_mapping({"select-rounds": bad})
+    with pytest.raises(ConfigError, match="release-from"):
+        RunConfig.from_mapping({"release-from": "gan"})

@@ -188,6 +188,9 @@ def test_tls_and_node_auth_deployment_with_three_sites(tmp_path):
             "rounds": ROUNDS, "local-steps": 5, "batch-size": 128, "min-sites": len(SITES),
             "round-timeout": ROUND_TIMEOUT, "schema": str(Path(DEFAULT_SCHEMA).resolve()), "out": str(out),
             "secure-aggregation": True,  # SecAgg+ over the same TLS links: the server sees only sums
+            # Two selection rounds cross the real processes; the default (one per column, 13 here) would add
+            # a ClientApp process per site per round (imports alone ~4.5 s each) to a test about deployment.
+            "select-rounds": "2",
         }))  # fmt: skip
         started = time.monotonic()
         try:

@@ -205,7 +205,7 @@ def test_a_selection_round_is_a_vote_and_noisy_counts_charged_within_the_reserva
     base = {SCHEMA_KEY: schema_text, LEDGERS_KEY: "{}", "server-round": 0}
     select = {**base, PURPOSE_KEY: "select", "selection-round": 1, "vote": 1, "penalty-std": 1.0}
     pairs = [["age", "region"], ["income", "smoker"]]
-    coarse = model_layout(schema_bins(schema, config.measure_bins), config.measure_pair_bins)
+    coarse = model_layout(schema_bins(schema, config.histogram_bins), config.measure_pair_bins)
     candidates = parse_cliques(json.dumps(pairs), schema, coarse)
     tables = {c.key(schema.names): Array(np.full(c.size, 1.0 / c.size)) for c in candidates}
 
