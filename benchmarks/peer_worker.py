@@ -170,6 +170,12 @@ class Codec:
             self.bins = bins
             self.width = (self.hi - self.lo) / bins if self.hi > self.lo else 0.0
             self.n_values = bins
+            # Explicit public edges (the bins fedsynth's histograms use): code 0 holds x <= edges[0]
+            # (a point bin at min), code k >= 1 the interval (edges[k-1], edges[k]].
+            self.edges = np.asarray(c["edges"], dtype=float) if c.get("edges") else None
+            if self.edges is not None:
+                self.int_exact = False
+                self.n_values = len(self.edges)
         self.missing_code = self.n_values if nullable else None
         self.cardinality = self.n_values + (1 if nullable else 0)
 
@@ -192,7 +198,10 @@ class Codec:
             isna = np.isnan(x)
             xc = np.clip(np.where(isna, self.lo, x), self.lo, self.hi)
             unknown = (~isna) & ((x < self.lo) | (x > self.hi))
-            if self.int_exact:
+            if self.edges is not None:
+                inside = np.searchsorted(self.edges, xc, side="left")
+                codes[:] = np.where(xc <= self.edges[0], 0, np.clip(inside, 1, len(self.edges) - 1))
+            elif self.int_exact:
                 codes[:] = np.rint(xc - self.lo).astype(np.int64)
             elif self.width > 0:
                 codes[:] = np.floor((xc - self.lo) / self.width).astype(np.int64)
@@ -218,6 +227,19 @@ class Codec:
             out = cats[k].astype(object)
             out[miss] = np.nan
             return pd.Series(out, name=self.name, dtype=object)
+        if self.edges is not None:
+            lo = np.where(k == 0, self.edges[0], self.edges[np.maximum(k - 1, 0)])
+            hi = self.edges[k]
+            vals = np.where(k == 0, self.edges[0], lo + rng.random(len(k)) * (hi - lo))
+            if self.type == "integer":
+                vals = np.clip(np.maximum(np.floor(vals) + 1, np.ceil(lo)), self.lo, self.hi)  # inside (lo, hi]
+                vals = np.where(k == 0, self.edges[0], np.minimum(vals, np.floor(hi)))
+                res = pd.Series(vals, name=self.name).astype("Int64")
+                res[miss] = pd.NA
+                return res
+            vals = np.clip(vals, self.lo, self.hi).astype(float)
+            vals[miss] = np.nan
+            return pd.Series(vals, name=self.name, dtype=float)
         if self.type == "integer":
             if self.int_exact:
                 vals = self.lo + k.astype(float)

@@ -8,8 +8,9 @@ For every table, one command runs on the same splits and holdouts (``fedsynth sw
   ``marginals`` baseline);
 - MST and AIM (smartnoise-synth) at ε=1, δ=1e-5 on the pooled training rows, and CTGAN without DP as
   a reference, each in its own virtual environment that ``benchmarks/peer_envs.py`` creates (never a
-  dependency of the project); numeric columns reach MST and AIM as 32 equal-width bins over the
-  public bounds, the bins fedsynth's one-way histograms use.
+  dependency of the project); numeric columns reach MST and AIM in the public bins fedsynth's one-way
+  histograms use at ε=1 (a point bin at the lower bound, then 32 bins on the schema's scale, log where
+  the schema says so; one bin per value for an integer column of at most 128 values).
 
 Every table is scored by ``fedsynth evaluate``'s metrics against the holdout no method trained on;
 the figures are the mean over 3 seeds. Then the issue's targets are checked per table:
@@ -42,8 +43,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer_envs import run_peer
 
+from fedsynth.marginals.bins import schema_bins
 from fedsynth.metrics.evaluate import evaluate
 from fedsynth.simulations.sweep import result_row
+from fedsynth.tabular.codec import unwarp
 from fedsynth.tabular.datasets import resolve_schema_path
 from fedsynth.tabular.schema import Schema, load_schema
 from fedsynth.tabular.table import read_table, validate_frame
@@ -81,10 +84,13 @@ def rare_categories_kept(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Sc
 def peer_meta(schema: Schema) -> dict:
     """The public schema as the peer worker reads it (bounds and categories, never from data)."""
     columns = []
-    for col in schema.columns:
+    for col, spec in zip(schema.columns, schema_bins(schema, BINS), strict=True):
         if col.is_numeric:
+            # The same public bins fedsynth's one-way histograms use at ε=1 (a point bin at min, then the
+            # schema's scale, log where it says so), on the raw scale.
+            edges = [float(col.min), *(float(e) for e in unwarp(col, spec.edges[1:]))]
             columns.append({"name": col.name, "type": col.type, "min": col.min, "max": col.max, "bins": BINS,
-                            "nullable": col.nullable})  # fmt: skip
+                            "edges": edges, "nullable": col.nullable})  # fmt: skip
         else:
             categories = ["false", "true"] if col.type == "boolean" else list(col.categories)
             columns.append({"name": col.name, "type": "categorical", "categories": categories,
@@ -143,7 +149,7 @@ def collect(name: str, out: Path, schema: Schema) -> pd.DataFrame:
     for path in sorted([*out.glob("cells/*/evaluation.json"), *out.glob("peers/*/evaluation.json")]):
         record = json.loads(path.read_text(encoding="utf-8"))
         utility = record["evaluation"].get("utility") or {}
-        metric = "auc" if "auc" in (utility.get("tstr") or {}) else "r2"
+        metric = "roc_auc" if "roc_auc" in (utility.get("tstr") or {}) else "r2"
         row = result_row(record, metric)
         seed = int(record["cell"]["seed"])
         data = out / "data" / f"seed-{seed}"
@@ -159,7 +165,7 @@ LABELS = {"fedsynth": "fedsynth (4 sites, defaults)", "marginals": "DP independe
 
 
 def report(name: str, results: pd.DataFrame) -> dict[str, bool]:
-    means = results.groupby("method")[list(METRICS)].mean()
+    means = results.groupby("method")[list(METRICS)].apply(lambda g: g.astype(float).mean())
     counts = results.groupby("method").size()
     print(f"\n## {name}: mean over seeds (n per method: {counts.to_dict()})")
     print("| method | " + " | ".join(METRICS) + " |")
