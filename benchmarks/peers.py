@@ -153,8 +153,12 @@ def collect(name: str, out: Path, schema: Schema) -> pd.DataFrame:
         row = result_row(record, metric)
         seed = int(record["cell"]["seed"])
         data = out / "data" / f"seed-{seed}"
-        synthetic = read_table(path.parent / "synthetic.csv", schema)
-        row["rare_kept"] = rare_categories_kept(read_table(data / "train.csv", schema), synthetic, schema)
+        if (path.parent / "synthetic.csv").is_file():
+            synthetic = read_table(path.parent / "synthetic.csv", schema)
+            row["rare_kept"] = rare_categories_kept(read_table(data / "train.csv", schema), synthetic, schema)
+        else:  # the run's release gate withheld its table; the sweep scored the final model's samples
+            row["rare_kept"] = float("nan")
+            row["withheld"] = True
         row["exact_match_holdout"] = record["evaluation"]["privacy"]["exact_match_rate_holdout"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -189,7 +193,7 @@ def report(name: str, results: pd.DataFrame) -> dict[str, bool]:
         "exact-match rate 0" + (" (all-discrete: <= holdout rate)" if discrete else ""):
             bool((ours_rows["exact_match_rate"] <= ours_rows["exact_match_holdout"]).all()) if discrete
             else bool(ours_rows["exact_match_rate"].max() == 0),
-        "categories >= 1% kept at >= 50%": bool(ours_rows["rare_kept"].min() == 1.0),
+        "categories >= 1% kept at >= 50%": bool(ours_rows["rare_kept"].fillna(0.0).min() == 1.0),
         "each run <= 5 min": bool(ours_rows["run_seconds"].max() <= 300),
     }  # fmt: skip
     for what, ok in checks.items():

@@ -49,8 +49,10 @@ def live_server_apps() -> set[int]:
 def test_kill_the_server_app_then_resume(tmp_path):
     apps_before = live_server_apps()
     out = tmp_path / "run"
+    # Two selection rounds, not 13 (one per HI column): the test is about resuming.
     args = ["--rounds", str(ROUNDS), "--local-steps", "20", "--out", str(out), "--set", "batch-size=128",
-            "--set", "measure-pairs=whi:*", "--set", "measure-one-way-weight=2"]  # fmt: skip
+            "--set", "measure-pairs=whi:*", "--set", "measure-one-way-weight=2",
+            "--set", "select-rounds=2"]  # fmt: skip
     first = subprocess.Popen([FEDSYNTH, "simulate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=ENV)  # fmt: skip
     deadline = time.time() + 240
