@@ -252,8 +252,7 @@ def _open_run(grid: Grid, config: RunConfig) -> tuple[Run, ArrayRecord]:
     resumed = state.measurement is not None
     marginals = measure_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation, one_way)
     if marginals is not None and not resumed:
-        marginals = select_marginals(grid, strategy, config, fed.schema, fields, state, watch.participation,
-                                     marginals, one_way)  # fmt: skip
+        marginals = select_marginals(grid, config, fed.schema, fields, state, marginals, one_way)
     run = Run(grid, fed, strategy, watch, state, fields, marginals, started)
     if isinstance(strategy, GanClientDP):
         # m is fixed for the whole run, a resumed one too: the divisor the noise was sized for.

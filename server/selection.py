@@ -44,20 +44,16 @@ from fedsynth.protocol.messages import (
     VOTE_KEY,
     QueryPurpose,
 )
-from fedsynth.server.oversight import Participation
 from fedsynth.server.run_state import RunState, keep_ledgers
-from fedsynth.strategies.gan_fedavg import GanFedAvg
 from fedsynth.tabular.schema import Schema
 
 
 def select_marginals(
     grid: Grid,
-    strategy: GanFedAvg,
     config: RunConfig,
     schema: Schema,
     fields: dict,
     state: RunState,
-    participation: Participation,
     marginals: Marginals,
     one_way: dict[int, list[np.ndarray]],
 ) -> Marginals:
