@@ -123,5 +123,6 @@ def test_kill_the_server_app_then_resume(tmp_path):
     assert measurement["one_way_weight"] == weight
     assert measurement["pair_noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)))
     assert measurement["noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)) / weight)
-    assert measurement["raking"]["max_marginal_error_after"]["two_way"] < 0.01
+    # Raking fits the 12 pairs and the selected cliques at once: within 2% in every two-way cell.
+    assert measurement["raking"]["max_marginal_error_after"]["two_way"] < 0.02
     assert live_server_apps() <= apps_before, "a ServerApp process was left running"
