@@ -9,7 +9,10 @@ from fedsynth.privacy.budget import epsilon_of
 from fedsynth.privacy.dp_training import sample_rate_for
 from fedsynth.privacy.site_plan import PlanError, plan_site, site_epsilon
 
-CONFIG = RunConfig(epsilon=2.0, delta=1e-5, rounds=2, local_steps=5, batch_size=50, validator_feedback_every=1)
+# measure-fraction 0.5: at the default 0.9 the histograms, two feedback releases and the release check do not
+# fit in a cap of ε = 1 (the plan then refuses with its reason: test_a_plan_that_cannot_fit_says_why_in_one_line).
+CONFIG = RunConfig(epsilon=2.0, delta=1e-5, rounds=2, local_steps=5, batch_size=50, validator_feedback_every=1,
+                   measure_fraction=0.5)  # fmt: skip
 
 
 def test_the_lowest_cap_wins():
@@ -45,3 +48,9 @@ def test_rows_and_delta_are_checked(rows, needle):
             plan_site(CONFIG, rows)
     with pytest.raises(PlanError, match="not below 1/rows"):
         plan_site(RunConfig(delta=0.01), 100.0)
+
+
+def test_a_plan_that_cannot_fit_says_why_in_one_line():
+    crowded = RunConfig(epsilon=2.0, delta=1e-5, rounds=2, local_steps=5, batch_size=50, validator_feedback_every=1)
+    with pytest.raises(PlanError, match="lower measure-fraction"):
+        plan_site(crowded, 1000.0, jurisdiction_cap=1.0)
