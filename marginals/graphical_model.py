@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from fedsynth.marginals.bins import ColumnBins, fine_to_coarse
+from fedsynth.marginals.cliques import coarse_counts
 from fedsynth.marginals.estimate import Marginals
 
 ITERATIONS = 1000
@@ -55,7 +56,7 @@ def measurements(marginals: Marginals, coarse: list[ColumnBins]) -> list:
     for index, (fine, spec) in enumerate(zip(marginals.layout, coarse, strict=True)):
         mapping = fine_to_coarse(fine, spec)
         cells = np.maximum(np.bincount(mapping, minlength=spec.size), 1).astype(float)
-        summed = np.bincount(mapping, marginals.one_way_counts[index], spec.size)
+        summed = coarse_counts(marginals.one_way_counts[index], fine, spec)
         weight = 1.0 / np.sqrt(cells)  # (sum of k fine counts) / sqrt(k) carries noise std σ
         out.append(mbi.LinearMeasurement(summed * weight, (names[index],), marginals.one_way_std,
                                          query=mbi.WeightedQuery(weight)))  # fmt: skip

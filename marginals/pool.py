@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.marginals.bins import ColumnBins, fine_to_coarse
-from fedsynth.marginals.cliques import Clique, Target, model_layout
+from fedsynth.marginals.cliques import Clique, Target, coarse_counts, model_layout
 from fedsynth.marginals.estimate import Marginals
 from fedsynth.tabular.codec import column_values, unwarp
 
@@ -38,7 +38,7 @@ def one_way_targets(marginals: Marginals, coarse: list[ColumnBins]) -> list[Targ
     """The DP one-way marginals summed onto the coarse bins, one target per column."""
     out = []
     for index, (fine, spec) in enumerate(zip(marginals.layout, coarse, strict=True)):
-        probabilities = np.bincount(fine_to_coarse(fine, spec), marginals.probabilities[index], spec.size)
+        probabilities = coarse_counts(marginals.probabilities[index], fine, spec)
         out.append(Target(Clique((index,), (spec.size,)), probabilities))
     return out
 
