@@ -79,6 +79,7 @@ from fedsynth.protocol.messages import (
     SELECT_CANDIDATES_KEY,
     SELECT_MEASURE_KEY,
     SELECT_PENALTY_KEY,
+    SELECT_ROUND_KEY,
     SELECT_VOTE_KEY,
     SERVER_ROUND_KEY,
     SITE_NAME_KEY,
@@ -215,7 +216,13 @@ def _public_rows(context: Context, restored: SiteBudget | None) -> float:
 def _site_budget(context: Context, config: RunConfig, site: SiteData, record: ConfigRecord) -> SiteBudget:
     """This site's own plan (``privacy.site_plan``), with the spending it has on record."""
     ledgers = str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None
-    restored = _restore_budget(context, config, site.name, ledgers)
+    return _plan_with_spending(context, config, site, record, _restore_budget(context, config, site.name, ledgers))
+
+
+def _plan_with_spending(
+    context: Context, config: RunConfig, site: SiteData, record: ConfigRecord, restored: SiteBudget | None
+) -> SiteBudget:
+    """The site's plan carrying ``restored``'s spending (what ``_restore_budget`` found on record)."""
     policy = _policy(record)  # None: the default policy, whose release rules ask for no copies
     jurisdiction_cap, site_cap = _caps(context, site, record)
     budget = plan_site(
@@ -314,7 +321,7 @@ def _select(msg: Message, context: Context, config: RunConfig, record: ConfigRec
     restored = _restore_budget(context, config, site.name, str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None)
     if restored is None or not restored.measured:
         raise RefusalError("selection rounds come after the histograms, and only when the run plans them")
-    budget = _site_budget(context, config, site, record)
+    budget = _plan_with_spending(context, config, site, record, restored)
     layout = schema_bins(schema, config.histogram_bins)
     coarse = model_layout(layout, config.measure_pair_bins)
     schedule = MeasurementSchedule(budget.measure_noise, config.selection_rounds(len(layout)))
@@ -331,7 +338,7 @@ def _select(msg: Message, context: Context, config: RunConfig, record: ConfigRec
             raise RefusalError(f"selection round: {exc}") from None
     _save_budget(context, budget)
     row_codes = codes(site.frame, coarse)
-    label = (config.seed, site.name, "select", int(record.get("selection-round", 0)))
+    label = (config.seed, site.name, "select", int(record.get(SELECT_ROUND_KEY, 0)))
     counts_std = schedule.clique_noise * float(len(pending)) ** 0.5
     noisy = add_noise([clique_counts(row_codes, c) for c in pending], counts_std, NoiseSource.for_run(
         config.reproducible_noise, *label, "counts"))  # fmt: skip

@@ -87,13 +87,17 @@ class Target:
     noise_std: float = 0.0
 
 
-def target_from_counts(clique: Clique, noisy_counts: np.ndarray, noise_std: float = 0.0) -> Target:
-    """A distribution from summed noisy counts: negative cells clipped to 0, then normalised."""
-    counts = np.asarray(noisy_counts, dtype=float).reshape(-1)
-    values = np.clip(counts, 0.0, None)
+def distribution_from_counts(noisy_counts: np.ndarray) -> np.ndarray:
+    """Noisy counts as a distribution: negative cells clipped to 0, then normalised (uniform if none is left)."""
+    values = np.clip(np.asarray(noisy_counts, dtype=float).reshape(-1), 0.0, None)
     total = values.sum()
-    probabilities = values / total if total > 0 else np.full(clique.size, 1.0 / clique.size)
-    return Target(clique, probabilities, counts, float(noise_std))
+    return values / total if total > 0 else np.full(values.size, 1.0 / values.size)
+
+
+def target_from_counts(clique: Clique, noisy_counts: np.ndarray, noise_std: float = 0.0) -> Target:
+    """A target from summed noisy counts (``distribution_from_counts``), keeping the counts and their noise."""
+    counts = np.asarray(noisy_counts, dtype=float).reshape(-1)
+    return Target(clique, distribution_from_counts(counts), counts, float(noise_std))
 
 
 MAX_CLIQUE_CELLS = 1_000_000  # a request for a larger table is refused (memory), whatever the privacy

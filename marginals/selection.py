@@ -27,16 +27,10 @@ import math
 
 import numpy as np
 
-from fedsynth.marginals.cliques import Clique, clique_counts
+from fedsynth.marginals.cliques import Clique, clique_counts, distribution_from_counts
 from fedsynth.privacy.secret_noise import NoiseSource
 
 RAKE_SWEEPS = 20
-
-
-def _normalised(values: np.ndarray) -> np.ndarray:
-    values = np.clip(np.asarray(values, dtype=float), 0.0, None)
-    total = values.sum()
-    return values / total if total > 0 else np.full(values.size, 1.0 / values.size)
 
 
 def rake_table(table: np.ndarray, clique: Clique, one_way: list[np.ndarray]) -> np.ndarray:
@@ -49,7 +43,7 @@ def rake_table(table: np.ndarray, clique: Clique, one_way: list[np.ndarray]) -> 
     axes = range(len(clique.columns))
     for _ in range(RAKE_SWEEPS):
         for axis, column in zip(axes, clique.columns, strict=True):
-            target = _normalised(one_way[column])
+            target = distribution_from_counts(one_way[column])
             have = joint.sum(axis=tuple(a for a in axes if a != axis))
             factor = np.divide(target, have, out=np.zeros_like(target), where=have > 0)
             joint *= factor.reshape([-1 if a == axis else 1 for a in axes])

@@ -48,6 +48,7 @@ SELECT_MEASURE_KEY = "measure-cliques"  # select queries: JSON list of column-na
 SELECT_VOTE_KEY = "vote"  # select queries: 1 when the site is asked to vote
 SELECT_CANDIDATES_KEY = "candidates"  # select queries: JSON list of the candidate cliques, in table order
 SELECT_PENALTY_KEY = "penalty-std"  # select queries: the public noise scale of AIM's small-table preference
+SELECT_ROUND_KEY = "selection-round"  # select queries: which selection round (1, 2, ...); labels its noise
 ONE_WAY_PREFIX = "one-way:"  # select queries: the site's own round-0 one-way histogram of a column
 SYNTHETIC_KEY = "synthetic-csv"
 THRESHOLD_KEY = "distance-threshold"
