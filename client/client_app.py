@@ -50,6 +50,7 @@ from fedsynth.marginals.selection import selection_scores
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, measurement_noise
+from fedsynth.privacy.distributed_noise import noise_shares
 from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
 from fedsynth.privacy.measurement_schedule import MeasurementSchedule
 from fedsynth.privacy.mechanisms import epsilon_with_release
@@ -69,6 +70,7 @@ from fedsynth.protocol.messages import (
     LR_SCALE_KEY,
     METRICS_RECORD,
     MODEL_TABLES_RECORD,
+    NOISE_SHARES_KEY,
     NOISE_STD_KEY,
     ONE_WAY_PREFIX,
     PAIR_NOISE_STD_KEY,
@@ -76,6 +78,7 @@ from fedsynth.protocol.messages import (
     PUBLIC_ROWS_KEY,
     PURPOSE_KEY,
     SCHEMA_KEY,
+    SECURE_SUM_SITES_FIELD,
     SELECT_CANDIDATES_KEY,
     SELECT_MEASURE_KEY,
     SELECT_PENALTY_KEY,
@@ -236,6 +239,7 @@ def _plan_with_spending(
         budget.history = list(restored.history)
         budget.release_checked = restored.release_checked
         budget.measure_spent = restored.measure_spent
+        budget.shared_noise = list(restored.shared_noise)
     return budget
 
 
@@ -274,7 +278,7 @@ def measure(msg: Message, context: Context) -> Message:
     config, record, site = _open(msg, context)
     purpose = str(record.get(PURPOSE_KEY, QueryPurpose.HISTOGRAMS))
     if purpose == QueryPurpose.SELECT:
-        return _select(msg, context, config, record, site)
+        return _select(msg, context, config, record, site, secure_sum_sites=1)  # a plain reply: the full noise
     if purpose != QueryPurpose.HISTOGRAMS:
         raise RefusalError(f"query purpose {purpose!r} is not offered by this site")
     ledgers = str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None
@@ -309,13 +313,19 @@ def measure(msg: Message, context: Context) -> Message:
     return Message(RecordDict(reply), reply_to=msg)
 
 
-def _select(msg: Message, context: Context, config: RunConfig, record: ConfigRecord, site: SiteData) -> Message:
+def _select(
+    msg: Message, context: Context, config: RunConfig, record: ConfigRecord, site: SiteData, secure_sum_sites: int
+) -> Message:
     """One selection round (``server.selection``): measure the cliques voted for before, and vote.
 
     Both are charged to the site's measurement reservation before anything leaves
     (``privacy.measurement_schedule``): the counts as one Gaussian mechanism of L2 sensitivity
     sqrt(cliques) (discrete Gaussian), the vote as a noisy max of scores of L∞ sensitivity 1
     (``marginals.selection``). Beyond the reservation or the budget it is refused.
+
+    ``secure_sum_sites`` > 1 (set by the site's own secure-aggregation mod, never by the coordinator):
+    the counts go only into a secure sum that holds at least that many sites' noise shares, so the site
+    adds one share (``privacy.distributed_noise``), capped by its node setting ``max-noise-shares``.
     """
     schema = schema_from_text(str(record[SCHEMA_KEY]))
     restored = _restore_budget(context, config, site.name, str(record[LEDGERS_KEY]) if LEDGERS_KEY in record else None)
@@ -329,18 +339,21 @@ def _select(msg: Message, context: Context, config: RunConfig, record: ConfigRec
         raise RefusalError("selection rounds come after the histograms, and only when the run plans them")
     pending = parse_cliques(str(record[SELECT_MEASURE_KEY]), schema, coarse)
     voting = bool(int(record[SELECT_VOTE_KEY]))
-    releases = ([schedule.clique_noise] if pending else []) + ([schedule.select_noise] if voting else [])
-    for noise_multiplier in releases:
+    counts_std = schedule.clique_noise * float(len(pending)) ** 0.5  # of the sum the coordinator sees
+    shares = noise_shares(counts_std, _shares_allowed(context, secure_sum_sites), sum(c.size for c in pending))
+    releases = [(schedule.clique_noise, shares)] if pending else []
+    releases += [(schedule.select_noise, 1)] if voting else []
+    for noise_multiplier, release_shares in releases:
         _refuse_over_budget(budget, noise_multiplier, "a selection round")
         try:
-            budget.record_measurement(noise_multiplier)  # charge first, then release
+            budget.record_measurement(noise_multiplier, release_shares)  # charge first, then release
         except RuntimeError as exc:
             raise RefusalError(f"selection round: {exc}") from None
     _save_budget(context, budget)
     row_codes = codes(site.frame, coarse)
     label = (config.seed, site.name, "select", int(record.get(SELECT_ROUND_KEY, 0)))
-    counts_std = schedule.clique_noise * float(len(pending)) ** 0.5
-    noisy = add_noise([clique_counts(row_codes, c) for c in pending], counts_std, NoiseSource.for_run(
+    share_std = counts_std / shares**0.5
+    noisy = add_noise([clique_counts(row_codes, c) for c in pending], share_std, NoiseSource.for_run(
         config.reproducible_noise, *label, "counts"))  # fmt: skip
     vote = -1
     if voting:
@@ -358,7 +371,8 @@ def _select(msg: Message, context: Context, config: RunConfig, record: ConfigRec
             scores, schedule.select_noise * (1 + 1e-9)
         )
     arrays = ArrayRecord({c.key(schema.names): Array(v) for c, v in zip(pending, noisy, strict=True)})
-    metrics = MetricRecord({VOTE_KEY: vote, NOISE_STD_KEY: counts_std, EPSILON_KEY: budget.spent})
+    metrics = MetricRecord({VOTE_KEY: vote, NOISE_STD_KEY: share_std, NOISE_SHARES_KEY: shares,
+                            EPSILON_KEY: budget.spent, WEIGHT_KEY: 1})  # weight 1: a secure sum of counts  # fmt: skip
     reply = {HISTOGRAMS_RECORD: arrays, METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}
     return Message(RecordDict(reply), reply_to=msg)
 
@@ -366,9 +380,12 @@ def _select(msg: Message, context: Context, config: RunConfig, record: ConfigRec
 @app.train(mods=[secure_aggregation_mod])
 @public_failures
 def train(msg: Message, context: Context) -> Message:
-    """One round of local DP training."""
+    """One round of local DP training (or, under secure aggregation, a selection round's secure counts)."""
     started = time.perf_counter()
     config, record, site = _open(msg, context)
+    if record.get(PURPOSE_KEY) == QueryPurpose.SELECT:
+        # Only a SecAgg+ exchange reaches here with the field set: the mod strips it from plain messages.
+        return _select(msg, context, config, record, site, int(record.get(SECURE_SUM_SITES_FIELD, 1)))
     server_round = int(record[SERVER_ROUND_KEY])
     seed = _seed(config.seed, site.name, server_round)
     simulated = "partition-id" in context.node_config
@@ -456,6 +473,19 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(
         RecordDict({COUNTS_RECORD: ConfigRecord(released), SITE_RECORD: _site_record(site, budget)}), reply_to=msg
     )
+
+
+def _shares_allowed(context: Context, secure_sum_sites: int) -> int:
+    """How many noise shares the site counts on: the secure sum's threshold, capped by its own node setting."""
+    if "max-noise-shares" not in context.node_config:
+        return max(1, secure_sum_sites)
+    try:
+        cap = int(context.node_config["max-noise-shares"])
+    except (TypeError, ValueError):
+        cap = 0
+    if cap < 1:
+        raise NodeConfigError("node config 'max-noise-shares' must be a whole number of at least 1")
+    return max(1, min(secure_sum_sites, cap))
 
 
 def _refuse_over_budget(budget: SiteBudget, noise_multiplier: float, what: str) -> None:

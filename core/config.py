@@ -63,6 +63,9 @@ class RunConfig:
     measure_one_way_weight: str = "auto"  # with pairs: one-way counts get this many times less noise than two-way
     rake_mix: float = 0.5  # share of raking candidates recombined column by column from generator rows
     select_rounds: str = "auto"  # adaptive selection rounds of 2- and 3-way marginals; auto: one per column; 0: none
+    # The selection rounds' clique counts go only into a SecAgg+ sum and each site adds a share of the noise
+    # (distributed discrete Gaussian), when at least 2 sites measure; false: each site adds all of it, in the clear.
+    secure_measurement: bool = True
     release_from: str = "marginals"  # marginals: rows of the model of the DP marginals | generator: GAN rows
     # (without DP measurements, measure-fraction 0 or calibrate=false, there is no model: the GAN's rows are released)
     calibrate: bool = True  # match the generator's output to the DP marginals (post-processing)

@@ -307,7 +307,11 @@ def _print_summary(report: dict, out_dir: Path, seconds: float) -> None:
         typer.echo(
             f"  {name}: ε={site['epsilon']:.3f} after {site['steps']} steps "
             f"(noise {site['noise_multiplier']:.2f}, sampling {site['sample_rate']:.4f})"
-        )
+            + (f"; ε={site['epsilon_if_secure_sums_opened']:.3f} if its secure sums were opened"
+               if "epsilon_if_secure_sums_opened" in site else "")
+        )  # fmt: skip
+    if privacy.get("distributed_noise"):
+        typer.echo("  measurement counts were summed under SecAgg+ with shared noise: report.md says what ε rests on")
     if privacy.get("differentially_private", True):
         typer.echo(f"  max ε = {privacy['epsilon_max']:.3f} (target {privacy['epsilon_target']:g})")
     else:

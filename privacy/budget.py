@@ -208,6 +208,9 @@ class SiteBudget:
     release_checked: bool = False  # the release gate's counts were answered (once per run)
     release_check_noise: float = 0.0  # noise multiplier of the DP release check; 0: none planned
     measure_spent: float = 0.0  # share of the measurement reservation spent (histograms, votes, cliques)
+    # Releases whose noise the site split with others under secure aggregation (privacy.distributed_noise):
+    # (noise multiplier charged, shares). The history holds the charged multiplier, valid while the sum is sealed.
+    shared_noise: list[tuple[float, int]] = field(default_factory=list)
 
     @classmethod
     def plan(
@@ -249,10 +252,11 @@ class SiteBudget:
         """True once any part of the measurement reservation was spent (the histograms come first)."""
         return self.measure_spent > 0 or any((n, q) == (self.measure_noise, 1.0) for n, q, _ in self.history)
 
-    def record_measurement(self, noise: float | None = None) -> None:
+    def record_measurement(self, noise: float | None = None, shares: int = 1) -> None:
         """Charge one Gaussian release in the measurement reservation: the whole of it (``noise`` None) or
         the part a release at noise multiplier ``noise`` spends (``privacy.measurement_schedule``).
-        Refused when it would spend more than the reservation holds."""
+        Refused when it would spend more than the reservation holds. ``shares`` > 1: the site adds only
+        its share of the noise and the secure sum carries ``noise`` (``privacy.distributed_noise``)."""
         if not self.measure_noise:
             raise RuntimeError("this budget plans no measurement")
         noise = self.measure_noise if noise is None else float(noise)
@@ -261,6 +265,20 @@ class SiteBudget:
             raise RuntimeError("the measurement reservation is spent; a further release is refused")
         self.history.append((noise, 1.0, 1))
         self.measure_spent += part
+        if shares > 1:
+            self.shared_noise.append((noise, int(shares)))
+
+    @property
+    def spent_if_sum_opened(self) -> float:
+        """ε if every secure sum this site's noise shares went into were opened: each shared release then
+        protected only by the site's own share (noise / sqrt(shares)). Equals ``spent`` without shares."""
+        if not self.shared_noise:
+            return self.spent
+        history = list(self.history)
+        for noise, shares in self.shared_noise:
+            index = history.index((noise, 1.0, 1))
+            history[index] = (noise / shares**0.5, 1.0, 1)
+        return epsilon_of(history, self.delta, self.accountant)
 
     @property
     def feedback_given(self) -> int:
@@ -331,6 +349,8 @@ class SiteBudget:
             "history-noise": [float(h[0]) for h in self.history],
             "history-rate": [float(h[1]) for h in self.history],
             "history-steps": [int(h[2]) for h in self.history],
+            "shared-noise": [float(n) for n, _ in self.shared_noise],
+            "shared-shares": [int(k) for _, k in self.shared_noise],
         }
 
     @classmethod
@@ -358,4 +378,6 @@ class SiteBudget:
             release_checked=bool(int(state.get("release-checked", 0))),
             release_check_noise=float(state.get("release-check-noise", 0.0)),
             measure_spent=float(state.get("measure-spent", 0.0)),
-        )
+            shared_noise=[(float(n), int(k)) for n, k in zip(state.get("shared-noise", []),
+                                                             state.get("shared-shares", []), strict=True)],
+        )  # fmt: skip

@@ -53,6 +53,12 @@ ONE_WAY_PREFIX = "one-way:"  # select queries: the site's own round-0 one-way hi
 SYNTHETIC_KEY = "synthetic-csv"
 THRESHOLD_KEY = "distance-threshold"
 SECAGG_KEYS_FIELD = "secagg-keys"  # JSON list: the packed record's keys, in the order of the legacy parameter list
+SECAGG_REQUEST_RECORD_FIELD = "secagg-request-record"  # the record the legacy parameter list came from (default arrays)
+SECAGG_REPLY_KEYS_FIELD = "secagg-reply-keys"  # JSON list: the reply's keys in the summed vector (default: request's)
+SECAGG_SCALE_FIELD = "secagg-scale"  # the site multiplies its reply by this before quantisation (counts: 2**-20)
+# Set by the site's own secure-aggregation mod, never by the coordinator (the mod strips it from plain messages):
+# the SecAgg+ threshold of the exchange, the fewest sites whose noise shares any unmasked sum holds.
+SECURE_SUM_SITES_FIELD = "secure-sum-sites"
 
 
 class QueryPurpose:
@@ -80,6 +86,7 @@ EPSILON_KEY = "epsilon"  # ε the site has spent so far
 BUDGET_EXHAUSTED_KEY = "budget-exhausted"  # 1: the site's budget allows no further step
 NOISE_STD_KEY = "noise-std"  # the noise std on each released value (public: from the plan)
 PAIR_NOISE_STD_KEY = "pair-noise-std"  # measurement replies: the noise std on each two-way count
+NOISE_SHARES_KEY = "noise-shares"  # select replies: how many sites' noise shares the site counted on (1: all its own)
 VOTE_KEY = "vote"  # select replies: the index of the candidate the site voted for (-1: no vote asked)
 SITE_SECONDS_KEY = "site-seconds"  # train replies in simulation only: the handler's own wall seconds
 FEEDBACK_SUM_PREFIX = "sum:"  # feedback replies: "sum:distance:<column>", "sum:covered"

@@ -215,16 +215,20 @@ def _privacy(report: Mapping[str, Any], plot: bool) -> list[str]:
         "",
     ]
     sites = privacy.get("sites") or {}
+    shared = bool(privacy.get("distributed_noise"))
     if sites:
         lines += _table(
-            ["site", "ε spent", "δ", "training steps", "budget used up"],
+            ["site", "ε spent", *(["ε if a secure sum were opened"] if shared else []), "δ", "training steps",
+             "budget used up"],
             [
-                [name, _num(s.get("epsilon")), s.get("delta", "n/a"), s.get("steps", "n/a"),
-                 "yes" if s.get("budget_exhausted") else "no"]
+                [name, _num(s.get("epsilon")), *([_num(s.get("epsilon_if_secure_sums_opened"))] if shared else []),
+                 s.get("delta", "n/a"), s.get("steps", "n/a"), "yes" if s.get("budget_exhausted") else "no"]
                 for name, s in sites.items()
             ],
         )  # fmt: skip
         lines.append("")
+    if shared:
+        lines += [f"Distributed noise: {privacy['distributed_noise']}.", ""]
     else:
         lines += ["No per-site privacy figures were recorded.", ""]
     if plot:

@@ -34,7 +34,16 @@ SITE_FIELDS = {
     "sample-rate": "sample_rate",
     "num-examples": "num_examples",
     "budget-exhausted": "budget_exhausted",
+    "epsilon-if-sums-opened": "epsilon_if_secure_sums_opened",
 }
+
+DISTRIBUTED_NOISE_TRUST = (
+    "the selection rounds' clique counts entered SecAgg+ sums, each site adding a share of the noise "
+    "(distributed discrete Gaussian, Kairouz et al. 2021): the ε above holds while the coordinator sees only "
+    "those sums and at least the SecAgg+ threshold of sites in each sum added their shares honestly (the "
+    "threshold is the fewest sites whose sum can be unmasked); epsilon_if_secure_sums_opened is a site's ε "
+    "if a sum were opened and its own share were all that protected its counts"
+)
 
 
 def json_safe(value: Any) -> Any:
@@ -77,6 +86,8 @@ def privacy_section(config: RunConfig, site_metrics: dict[str, dict[str, Any]]) 
         "epsilon_max": max(epsilons) if epsilons else 0.0,
         "disclosed_without_dp": [],
     }
+    if any("epsilon_if_secure_sums_opened" in s for s in sites.values()):
+        section["distributed_noise"] = DISTRIBUTED_NOISE_TRUST
     if config.reproducible_noise:
         # The accountant's figure describes noise nobody can predict; this run's noise is predictable.
         section["warning"] = NOT_DP_WARNING

@@ -488,6 +488,8 @@ def _with_ledgers(site_metrics: dict[str, dict[str, Any]], state: RunState) -> d
         if name in state.ledgers:
             budget = SiteBudget.from_state(state.ledgers[name])
             merged.update({EPSILON_KEY: budget.spent, "steps": budget.steps})
+            if budget.shared_noise:  # the trust the figure rests on: report.privacy.distributed_noise
+                merged["epsilon-if-sums-opened"] = budget.spent_if_sum_opened
         out[name] = merged
     return out
 

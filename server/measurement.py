@@ -174,4 +174,6 @@ def _selection_summary(config: RunConfig, entry: dict) -> dict | None:
         "cliques": selection["cliques"],
         "votes": selection["votes"],
         "bins_per_numeric_column": config.measure_pair_bins,
+        # Rounds whose counts the coordinator received only as a SecAgg+ sum of noise-shared counts.
+        "secure_sums": selection.get("secure_sums", []),
     }

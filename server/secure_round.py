@@ -45,7 +45,15 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
 from fedsynth.core.errors import ConfigError
-from fedsynth.protocol.messages import ARRAYS_RECORD, CONFIG_RECORD, SECAGG_KEYS_FIELD
+from fedsynth.protocol.messages import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    SECAGG_KEYS_FIELD,
+    SECAGG_REPLY_KEYS_FIELD,
+    SECAGG_REQUEST_RECORD_FIELD,
+    SECAGG_SCALE_FIELD,
+    SECURE_SUM_SITES_FIELD,
+)
 
 # Each site scales its update by rows / max_weight before quantisation, so the error of the mean is about
 # sites x 2 x CLIPPING_RANGE / QUANTIZATION_RANGE x max_weight / total rows. max_weight is the largest site's
@@ -160,6 +168,47 @@ def secure_train_round(
     max_weight: int = DEFAULT_MAX_WEIGHT,
 ) -> SecureRound:
     """Run the SecAgg+ workflow over ``messages`` (train messages, one per site) and return the unmasked mean."""
+    return secure_sum_round(grid, messages, server_round, reference, timeout, max_weight)
+
+
+# Counts enter the secure sum as count * 2**-20: on the quantisation grid (2**22 levels per unit) an integer
+# count lands exactly on a level, so the sum is exact (no stochastic rounding) for |count| < 8 * 2**20.
+COUNT_SCALE = 2.0**-20
+MAX_SECURE_COUNT = CLIPPING_RANGE / COUNT_SCALE
+
+
+def secure_count_sum(
+    grid: Grid, messages: list[Message], request_record: str, layout: dict[str, int], timeout: float | None
+) -> tuple[dict[str, np.ndarray] | None, SecureRound]:
+    """The exact sum over the sites of the integer count vectors they reply with (``layout``: key -> length).
+
+    Each site enters with weight 1, so the workflow's weighted mean times the number of sites in the sum is
+    the sum; the sites scale by ``COUNT_SCALE`` so that every count is a quantisation level (no rounding).
+    """
+    reference = ArrayRecord({key: Array(np.zeros(size, dtype=np.float64)) for key, size in layout.items()})
+    outcome = secure_sum_round(grid, messages, 0, reference, timeout, max_weight=1, request_record=request_record,
+                               scale=COUNT_SCALE)  # fmt: skip
+    if outcome.aggregate is None or outcome.results_seen == 0:
+        return None, outcome
+    sums = {key: np.rint(outcome.aggregate[key].numpy() * outcome.results_seen / COUNT_SCALE) for key in layout}
+    return sums, outcome
+
+
+def secure_sum_round(
+    grid: Grid,
+    messages: list[Message],
+    server_round: int,
+    reference: ArrayRecord,
+    timeout: float | None,
+    max_weight: int = DEFAULT_MAX_WEIGHT,
+    request_record: str = ARRAYS_RECORD,
+    scale: float = 1.0,
+) -> SecureRound:
+    """Run the SecAgg+ workflow over ``messages`` (one per site) and return the unmasked weighted mean.
+
+    Each site receives the arrays of its message's ``request_record`` and replies with arrays laid out
+    as ``reference`` (its keys and shapes), multiplied by ``scale`` before quantisation.
+    """
     check_site_count(len(messages))
     recording = RecordingGrid(grid)
     keys = list(reference.keys())
@@ -167,10 +216,17 @@ def secure_train_round(
     for msg in messages:
         proxy = GridClientProxy(msg.metadata.dst_node_id, grid, run_id=0)
         proxies.register(proxy)
-        config = dict(msg.content[CONFIG_RECORD])
-        config[SECAGG_KEYS_FIELD] = json.dumps(keys)
-        arrays = msg.content[ARRAYS_RECORD]
-        parameters = ndarrays_to_parameters([np.asarray(arrays[key].numpy(), dtype=np.float32) for key in keys])
+        arrays = msg.content[request_record]
+        request_keys = list(arrays.keys())
+        config = {k: v for k, v in msg.content[CONFIG_RECORD].items() if k != SECURE_SUM_SITES_FIELD}
+        config[SECAGG_KEYS_FIELD] = json.dumps(request_keys)
+        if request_record != ARRAYS_RECORD:
+            config[SECAGG_REQUEST_RECORD_FIELD] = request_record
+        if request_keys != keys:
+            config[SECAGG_REPLY_KEYS_FIELD] = json.dumps(keys)
+        if scale != 1.0:
+            config[SECAGG_SCALE_FIELD] = scale
+        parameters = ndarrays_to_parameters([np.asarray(arrays[k].numpy(), dtype=np.float32) for k in request_keys])
         instructions.append((proxy, FitIns(parameters, config)))
     strategy = SumOnlyStrategy(instructions)
     context = LegacyContext(_server_context(reference, server_round), strategy=strategy, client_manager=proxies)

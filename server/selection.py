@@ -7,7 +7,9 @@ reply, measures the cliques voted for in the previous round (``client.client_app
 ``select``), both charged to its own measurement reservation (``privacy.measurement_schedule``). The
 coordinator sums the noisy counts over the sites into one distribution per clique. A last message
 measures the final round's votes. Everything the coordinator does here is post-processing of DP
-releases; the votes and counts are the only things that leave a site.
+releases; the votes and counts are the only things that leave a site. Under secure aggregation the
+counts travel only into a SecAgg+ sum (``server.secure_round.secure_count_sum``), each site adding a share
+of the noise (``privacy.distributed_noise``); the votes stay per site, in the clear.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fedsynth.marginals.cliques import Clique, Target, candidate_cliques, target
 from fedsynth.marginals.estimate import Marginals
 from fedsynth.marginals.pool import DEFAULT_POOL_ROWS, fit_pool, initial_pool, model_targets, table_of
 from fedsynth.privacy.budget import measurement_noise
+from fedsynth.privacy.distributed_noise import secure_sum_shares
 from fedsynth.privacy.measurement_schedule import MeasurementSchedule
 from fedsynth.protocol.messages import (
     CONFIG_RECORD,
@@ -33,9 +36,11 @@ from fedsynth.protocol.messages import (
     LEDGERS_KEY,
     METRICS_RECORD,
     MODEL_TABLES_RECORD,
+    NOISE_SHARES_KEY,
     NOISE_STD_KEY,
     ONE_WAY_PREFIX,
     PURPOSE_KEY,
+    SECURE_METRICS_RECORD,
     SELECT_CANDIDATES_KEY,
     SELECT_MEASURE_KEY,
     SELECT_PENALTY_KEY,
@@ -46,6 +51,7 @@ from fedsynth.protocol.messages import (
     QueryPurpose,
 )
 from fedsynth.server.run_state import RunState, keep_ledgers
+from fedsynth.server.secure_round import RECONSTRUCTION_SHARE, secure_count_sum
 from fedsynth.tabular.schema import Schema
 
 
@@ -71,10 +77,14 @@ def select_marginals(
     schedule = MeasurementSchedule(
         measurement_noise(config.epsilon, config.delta, config.measure_fraction, config.accountant), rounds
     )
-    penalty_std = schedule.clique_noise / math.sqrt(len(one_way))
+    # Under secure aggregation each site adds a share of it (privacy.distributed_noise): the sum carries less.
+    secure = config.secure_measurement and len(one_way) >= 2  # a secure sum of one site would be its counts
+    shares = secure_sum_shares(len(one_way), RECONSTRUCTION_SHARE) if secure else 1
+    penalty_std = schedule.clique_noise / math.sqrt(len(one_way) * shares)
     measured: list[Target] = []
     pending: list[Clique] = []
     votes_by_round: list[list[str]] = []
+    secure_sums: list[dict] = []  # per secure round: sites in the sum, plain elements the coordinator received
     for selection_round in range(1, rounds + 2):
         open_candidates = [
             c for c in candidates if c not in pending and not any(c.covered_by(t.clique) for t in measured)
@@ -85,47 +95,60 @@ def select_marginals(
         if not voting:
             open_candidates = []
         tables = [table_of(pool, c) for c in open_candidates]
-        replies = _ask(grid, config, fields, state, one_way, names, selection_round, pending, open_candidates,
-                       tables, voting, penalty_std)  # fmt: skip
-        sums, variance, votes = [np.zeros(c.size) for c in pending], 0.0, []
-        for msg in replies:
-            if msg.has_error():
-                continue
-            try:
-                counts = msg.content.array_records[HISTOGRAMS_RECORD]
-                rows = [counts[c.key(names)].numpy().astype(float).reshape(-1) for c in pending]
-                if any(r.shape != (c.size,) or not np.all(np.isfinite(r)) for r, c in zip(rows, pending, strict=True)):
-                    continue
-                metrics = msg.content.metric_records[METRICS_RECORD]
-                vote = int(metrics[VOTE_KEY]) if voting else -1
-            except (KeyError, ValueError):
-                continue
-            for total, row in zip(sums, rows, strict=True):
-                total += row
-            if pending:
-                variance += float(metrics[NOISE_STD_KEY]) ** 2
-            if 0 <= vote < len(open_candidates):
-                votes.append(vote)
-        measured += [target_from_counts(c, s, math.sqrt(variance)) for c, s in zip(pending, sums, strict=True)
+        messages = _messages(config, fields, state, one_way, names, selection_round, pending, open_candidates, tables,
+                             voting, penalty_std)  # fmt: skip
+        if pending and secure:
+            layout = {c.key(names): c.size for c in pending}
+            summed, outcome = secure_count_sum(grid, messages, MODEL_TABLES_RECORD, layout, config.round_timeout)
+            replies = outcome.replies
+            in_sum = [m for m in replies if not m.has_error()] if summed is not None else []
+            sums = [summed[c.key(names)] for c in pending] if summed is not None else []
+            variance = sum(float(_reply_metrics(m)[NOISE_STD_KEY]) ** 2 for m in in_sum)
+            secure_sums.append({**outcome.summary(selection_round), "noise_shares": [
+                int(_reply_metrics(m).get(NOISE_SHARES_KEY, 1)) for m in in_sum]})  # fmt: skip
+            if summed is None:
+                log(WARNING, "fedsynth: selection round %d: secure sum failed, counts lost", selection_round)
+        else:
+            replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
+            sums, variance = _plain_sums(replies, pending, names)
+        keep_ledgers(replies, state.ledgers)
+        votes = _votes(replies, len(open_candidates)) if voting else []
+        measured += [target_from_counts(c, total, math.sqrt(variance)) for c, total in zip(pending, sums, strict=True)
                      if variance > 0]  # fmt: skip
-        pending = [open_candidates[v] for v in sorted(set(votes))]
+        pending = [open_candidates[v] for v in most_voted(votes)]
         votes_by_round.append([c.key(names) for c in pending])
         if measured:
             pool = fit_pool(pool, targets + measured, rng)
-        log(INFO, "fedsynth: selection round %d/%d: %d clique(s) measured so far, voted for: %s",
-            selection_round, rounds, len(measured), ", ".join(votes_by_round[-1]) or "none")  # fmt: skip
+        step = f"selection round {selection_round}/{rounds}" if voting else "last selection measurement"
+        log(INFO, "fedsynth: %s: %d clique(s) measured so far%s, voted for: %s", step, len(measured),
+            " (noise shares summed under SecAgg+)" if secure and measured else "",
+            ", ".join(votes_by_round[-1]) or "none")  # fmt: skip
     if not measured:
         log(WARNING, "fedsynth: the selection rounds measured no clique; the model keeps the one-way marginals")
     marginals.cliques = measured
     if state.measurement is not None:
         state.measurement["marginals"] = marginals.to_state()
         state.measurement["selection"] = {"rounds": rounds, "cliques": [t.clique.key(names) for t in measured],
-                                          "votes": votes_by_round}  # fmt: skip
+                                          "votes": votes_by_round, "secure_sums": secure_sums}  # fmt: skip
     return marginals
 
 
-def _ask(
-    grid: Grid,
+MAX_CLIQUES_PER_ROUND = 4  # a round's clique noise grows with sqrt(cliques): with many sites, measure the most voted
+
+
+def most_voted(votes: list[int], limit: int = MAX_CLIQUES_PER_ROUND) -> list[int]:
+    """The candidates to measure next: the ``limit`` most voted (ties: the lower index), in index order.
+
+    Every site's vote is a DP release; counting them is post-processing. Without the limit, k sites
+    could pick k cliques and each would carry sqrt(k) times the noise of one.
+    """
+    tally: dict[int, int] = {}
+    for vote in votes:
+        tally[vote] = tally.get(vote, 0) + 1
+    return sorted(sorted(tally, key=lambda v: (-tally[v], v))[:limit])
+
+
+def _messages(
     config: RunConfig,
     fields: dict,
     state: RunState,
@@ -138,7 +161,7 @@ def _ask(
     voting: bool,
     penalty_std: float,
 ) -> list[Message]:
-    """One select message per site that released round 0; the replies, ledgers kept."""
+    """One select message per site that released round 0: the model's tables and the site's own one-ways."""
     request = {
         **fields,
         PURPOSE_KEY: QueryPurpose.SELECT,
@@ -155,9 +178,51 @@ def _ask(
     for node, histograms in one_way.items():
         pairs = zip(names, histograms, strict=True)
         own = {ONE_WAY_PREFIX + name: Array(np.asarray(h, dtype=np.float64)) for name, h in pairs}
-        tables = ArrayRecord({**shared, **own})
-        content = RecordDict({CONFIG_RECORD: ConfigRecord(request), MODEL_TABLES_RECORD: tables})
+        tables_record = ArrayRecord({**shared, **own})
+        content = RecordDict({CONFIG_RECORD: ConfigRecord(request), MODEL_TABLES_RECORD: tables_record})
         messages.append(Message(content, dst_node_id=node, message_type=MessageType.QUERY))
-    replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
-    keep_ledgers(replies, state.ledgers)
-    return replies
+    return messages
+
+
+def _reply_metrics(msg: Message) -> dict:
+    """A select reply's public figures: its metric record, or under secure aggregation the legacy one."""
+    if METRICS_RECORD in msg.content.metric_records:
+        return dict(msg.content.metric_records[METRICS_RECORD])
+    return dict(msg.content.config_records[SECURE_METRICS_RECORD])
+
+
+def _plain_sums(replies: list[Message], pending: list[Clique], names: list[str]) -> tuple[list[np.ndarray], float]:
+    """The sum over the replies of each pending clique's noisy counts, and the variance of its noise."""
+    sums, variance = [np.zeros(c.size) for c in pending], 0.0
+    if not pending:
+        return sums, variance
+    for msg in replies:
+        if msg.has_error():
+            continue
+        try:
+            counts = msg.content.array_records[HISTOGRAMS_RECORD]
+            rows = [counts[c.key(names)].numpy().astype(float).reshape(-1) for c in pending]
+            noise_std = float(_reply_metrics(msg)[NOISE_STD_KEY])
+        except (KeyError, ValueError):
+            continue
+        if any(r.shape != (c.size,) or not np.all(np.isfinite(r)) for r, c in zip(rows, pending, strict=True)):
+            continue
+        for total, row in zip(sums, rows, strict=True):
+            total += row
+        variance += noise_std**2
+    return sums, variance
+
+
+def _votes(replies: list[Message], candidates: int) -> list[int]:
+    """The candidate each site voted for (replies without a valid vote are left out)."""
+    votes = []
+    for msg in replies:
+        if msg.has_error() or not msg.has_content():
+            continue
+        try:
+            vote = int(_reply_metrics(msg)[VOTE_KEY])
+        except (KeyError, ValueError):
+            continue
+        if 0 <= vote < candidates:
+            votes.append(vote)
+    return votes

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from fedsynth.audit.mechanisms import AUDITS, audit_feedback, audit_histograms, canary_row, run_audits
+from fedsynth.audit import mechanisms
+from fedsynth.audit.mechanisms import (
+    AUDITS,
+    audit_distributed,
+    audit_feedback,
+    audit_histograms,
+    canary_row,
+    run_audits,
+)
 from fedsynth.core.config import RunConfig
 from fedsynth.tabular.schema import dump_schema
 from fedsynth.tabular.table import validate_frame
@@ -83,3 +91,14 @@ def test_fedsynth_audit_refuses_bad_options_in_one_line(tmp_path, args, needle):
     result = subprocess.run([FEDSYNTH, "audit", "--out", str(tmp_path / "a"), *args], capture_output=True, text=True,
                             timeout=120)  # fmt: skip
     assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_distributed_audit_catches_shares_that_do_not_add_up_to_the_claim(small_schema, small_table, monkeypatch):
+    config = RunConfig(batch_size=32, epsilon=1.0)
+    honest = audit_distributed(small_table, small_schema, config, trials=600, confidence=0.95)
+    assert "1/3 of the variance" in honest.instance  # 4 sites, SecAgg+ threshold 3: three shares counted on
+    assert honest.honest.epsilon_lower_bound <= honest.epsilon
+    # A site that counted on far more shares than the sum holds adds far too little noise: caught.
+    monkeypatch.setattr(mechanisms, "noise_shares", lambda std, wanted, cells: 10_000)
+    broken = audit_distributed(small_table, small_schema, config, trials=600, confidence=0.95)
+    assert broken.honest.epsilon_lower_bound > broken.epsilon + 1.0, broken.to_json()

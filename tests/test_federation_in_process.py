@@ -65,8 +65,11 @@ def site_names(grid: FakeGrid, run_config: dict, schema) -> dict[int, str]:
     return {node: load_site(dict(c.node_config), run_config, text).name for node, c in grid.contexts.items()}
 
 
-def requests(grid: FakeGrid, node: int) -> list[tuple[str, int | None, str]]:
-    return [(d.message_type, d.server_round, d.outcome) for d in grid.log if d.node_id == node]
+def requests(grid: FakeGrid, node: int, secure_stages: bool = False) -> list[tuple[str, int | None, str]]:
+    """What ``node`` was asked, in order. SecAgg+ stage messages (train messages without a round: the selection
+    counts under secure-measurement) are left out, or are all that is returned with ``secure_stages``."""
+    seen = [(d.message_type, d.server_round, d.outcome) for d in grid.log if d.node_id == node]
+    return [r for r in seen if (r[0] == "train" and r[1] is None) == secure_stages]
 
 
 def site_spent(context: Context) -> SiteBudget:
@@ -90,6 +93,9 @@ def test_two_rounds_end_to_end(tmp_path, small_table, small_schema):
     assert selection["rounds"] == len(small_schema.columns) and selection["cliques"]
     for node in grid.contexts:
         seen = requests(grid, node)
+        # The selection counts go through SecAgg+ (secure-measurement): four stage messages per secure round.
+        stages = requests(grid, node, secure_stages=True)
+        assert len(stages) == 4 * len(selection["secure_sums"]) and selection["secure_sums"]
         queries = [r for r in seen if r[0] == "query"]
         assert seen[len(queries) :] == [("train", 1, "reply"), ("train", 2, "reply"), ("evaluate", None, "reply")]
         assert queries == [("query", 0, "reply")] * len(queries) and 2 <= len(queries) <= 2 + selection["rounds"]

@@ -53,6 +53,26 @@ def released_histograms(out: Path) -> np.ndarray:
     return np.concatenate([np.asarray(p, dtype=float) for p in released["probabilities"]])
 
 
+# A SecAgg+ stage reply (secure-measurement: the selection counts): Flower's stage record, and in the collect
+# stage the legacy FitRes with its arrays emptied (the masked counts are bytes in the stage record).
+SECURE_STAGE_ALLOWED = {
+    "secaggplus_configs": {"pk1", "pk2", "ctxts", "dsts", "masked_params", "nids", "shares"},
+    "fitres.metrics": ALLOWED["select"]["metrics"],
+    "fitres.num_examples": {"num_examples"},
+    "fitres.parameters": set(),
+    "fitres.status": {"code", "message"},
+    "site": ALLOWED["select"]["site"],
+}
+
+
+def check_secure_stage(entry: dict) -> bool:
+    """Check a SecAgg+ stage reply against the list; True for the collect stage (the one holding counts)."""
+    for record, described in entry["records"].items():
+        allowed = SECURE_STAGE_ALLOWED[record]
+        assert set(described["keys"]) <= allowed, f"secure stage/{record}: {described['keys']} not listed"
+    return "fitres.metrics" in entry["records"]
+
+
 def check_wire_log(path: Path, sites: int, rounds: int) -> None:
     """Everything the sites of a real federation sent, by record and key, against docs/privacy.md's list."""
     entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -60,6 +80,9 @@ def check_wire_log(path: Path, sites: int, rounds: int) -> None:
     seen = {kind: 0 for kind in kinds.values()}
     for entry in entries:
         assert "error" not in entry, entry
+        if "secaggplus_configs" in entry["records"]:
+            seen["select"] = seen.get("select", 0) + int(check_secure_stage(entry))
+            continue
         kind = kinds[entry["message_type"].split(".")[0]]
         if kind == "measure" and "vote" in entry["records"].get("metrics", {}).get("keys", []):
             kind = "select"  # a selection round's reply (a query with purpose select)
@@ -120,3 +143,11 @@ def test_reproducible_noise_repeats_and_says_not_dp(tmp_path, small_schema, smal
         assert report["privacy"]["warning"].startswith("NOT differentially private")
         assert "NOT differentially private" in (out / "report.md").read_text()
     assert any("NOT differentially private" in r.getMessage() for r in caplog.records)  # the console's log
+
+
+def test_privacy_md_names_every_key_of_a_secure_stage_reply():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text(encoding="utf-8")
+    for record, keys in SECURE_STAGE_ALLOWED.items():
+        assert f"`{record}`" in text, record
+        for key in keys:
+            assert f"`{key}`" in text, f"docs/privacy.md does not list secure stage {record}/{key}"

@@ -26,7 +26,7 @@ from fedsynth.core.errors import ConfigError
 from fedsynth.models.gan import GanShape, build_gan
 from fedsynth.models.packing import pack
 from fedsynth.protocol.messages import SECAGG_KEYS_FIELD as KEYS_FIELD
-from fedsynth.protocol.messages import SECURE_METRICS_RECORD
+from fedsynth.protocol.messages import SECURE_METRICS_RECORD, SECURE_SUM_SITES_FIELD
 from fedsynth.server.checkpoints import load_checkpoint
 from fedsynth.server.secure_round import CLIPPING_RANGE, MAX_SITES, QUANTIZATION_RANGE, check_site_count
 from fedsynth.simulations.setup import prepare_simulation
@@ -64,11 +64,12 @@ def _sent(record: ArrayRecord) -> RecordDict:
 
 
 def test_legacy_instructions_become_the_handlers_own_message(model):
-    native = _native_content(_sent(model))
+    native = _native_content(_sent(model), threshold=2)
     assert list(native["arrays"].keys()) == list(model.keys())
     for key, array in model.items():
         np.testing.assert_array_equal(native["arrays"][key].numpy(), array.numpy())
     assert native["config"]["server-round"] == 3 and KEYS_FIELD not in native["config"]
+    assert native["config"][SECURE_SUM_SITES_FIELD] == 2  # the mod's own SecAgg+ threshold, for noise shares
 
 
 def _handler_reply(record: ArrayRecord, trained: int = 5) -> RecordDict:
@@ -83,7 +84,7 @@ def _handler_reply(record: ArrayRecord, trained: int = 5) -> RecordDict:
 
 def test_reply_becomes_a_fitres_in_the_servers_key_order(model):
     reversed_record = ArrayRecord({k: model[k] for k in reversed(list(model.keys()))})
-    out = _legacy_content(_handler_reply(reversed_record), list(model.keys()))
+    out = _legacy_content(_handler_reply(reversed_record), list(model.keys()), 1.0, CLIPPING_RANGE)
     fitres = recorddict_to_fitres(out, keep_input=True)
     values = parameters_to_ndarrays(fitres.parameters)
     for value, key in zip(values, model.keys(), strict=True):
@@ -94,14 +95,14 @@ def test_reply_becomes_a_fitres_in_the_servers_key_order(model):
 
 
 def test_a_site_that_took_no_step_enters_the_sum_with_weight_zero(model):
-    out = _legacy_content(_handler_reply(model, trained=0), list(model.keys()))
+    out = _legacy_content(_handler_reply(model, trained=0), list(model.keys()), 1.0, CLIPPING_RANGE)
     assert recorddict_to_fitres(out, keep_input=True).num_examples == 0
 
 
 def test_a_non_finite_update_never_enters_the_sum(model):
     broken = ArrayRecord({k: Array(v.numpy() * np.nan) for k, v in model.items()})
     with pytest.raises(UnsafeUpdateError):
-        _legacy_content(_handler_reply(broken), list(model.keys()))
+        _legacy_content(_handler_reply(broken), list(model.keys()), 1.0, CLIPPING_RANGE)
 
 
 def test_ordinary_train_messages_pass_through_untouched(model):
@@ -176,6 +177,14 @@ def test_server_learns_only_the_mean_and_it_matches_plain_fedavg(tmp_path, small
     b = load_checkpoint(secure / "checkpoints" / "round-001.pt")["record"]
     gap = max(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a)
     assert 0 < gap <= bound
+
+    # The selection rounds' counts came only as secure sums (both runs: secure-measurement is the default),
+    # each site adding a share of the noise; the report says what the ε rests on and what it would be otherwise.
+    selection = report["privacy"]["measurement"]["selection"]
+    assert selection["secure_sums"] and all(r["plain_array_elements_received"] == 0 for r in selection["secure_sums"])
+    assert all(r["noise_shares"] == [2, 2, 2] for r in selection["secure_sums"])  # threshold ceil(2/3 * 3)
+    assert "distributed_noise" in report["privacy"]
+    assert all(s["epsilon_if_secure_sums_opened"] > s["epsilon"] for s in report["privacy"]["sites"].values())
 
     # Record-level accounting is untouched: every site spent the same ε as in the plain run.
     plain_eps = json.loads((plain / "report.json").read_text())["privacy"]["sites"]

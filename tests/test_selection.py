@@ -29,6 +29,7 @@ from fedsynth.marginals.selection import rake_table, selection_scores
 from fedsynth.privacy.budget import SiteBudget, epsilon_of, measurement_noise
 from fedsynth.privacy.measurement_schedule import MeasurementSchedule, share_of
 from fedsynth.privacy.secret_noise import NoiseSource, noisy_max_rho
+from fedsynth.server.selection import most_voted
 
 
 def _layouts(schema):
@@ -168,3 +169,10 @@ def test_clique_counts_count_every_row_once(small_schema, small_table):
 def test_the_selection_audit_passes_and_has_power_at_low_noise(small_schema, small_table):
     result = audit_selection(small_table, small_schema, RunConfig(select_rounds="0"), trials=600, confidence=0.95)
     assert 0 < result.honest.epsilon_lower_bound <= result.epsilon < result.broken.epsilon_lower_bound
+
+
+def test_a_round_measures_at_most_the_four_most_voted_cliques():
+    assert most_voted([3, 1, 3, 0]) == [0, 1, 3]  # four sites: every distinct vote, as before the limit
+    votes = [7] * 5 + [2] * 3 + [9] * 3 + [4] * 2 + [1, 5, 6]  # sixteen sites
+    assert most_voted(votes) == [2, 4, 7, 9]
+    assert most_voted([]) == []

@@ -49,7 +49,7 @@ ALLOWED = {
     },
     "select": {
         "histograms": None,  # ``clique:A|B[|C]``, one per clique asked for: checked against the request
-        "metrics": {"vote", "noise-std", "epsilon"},
+        "metrics": {"vote", "noise-std", "noise-shares", "num-examples", "epsilon"},
         "site": {"name", "jurisdiction", "accountant", "budget"},
     },
     "train": {
