@@ -153,12 +153,13 @@ def collect(name: str, out: Path, schema: Schema) -> pd.DataFrame:
         row = result_row(record, metric)
         seed = int(record["cell"]["seed"])
         data = out / "data" / f"seed-{seed}"
-        if (path.parent / "synthetic.csv").is_file():
-            synthetic = read_table(path.parent / "synthetic.csv", schema)
+        # The run's release gate may have withheld its table; the sweep then scored the final model's samples.
+        scored = [p for p in (path.parent / "synthetic.csv", path.parent / "synthetic.sampled.csv") if p.is_file()]
+        row["withheld"] = not (path.parent / "synthetic.csv").is_file()
+        row["rare_kept"] = float("nan")
+        if scored:
+            synthetic = read_table(scored[0], schema)
             row["rare_kept"] = rare_categories_kept(read_table(data / "train.csv", schema), synthetic, schema)
-        else:  # the run's release gate withheld its table; the sweep scored the final model's samples
-            row["rare_kept"] = float("nan")
-            row["withheld"] = True
         row["exact_match_holdout"] = record["evaluation"]["privacy"]["exact_match_rate_holdout"]
         rows.append(row)
     return pd.DataFrame(rows)

@@ -119,12 +119,12 @@ _VARIES = ("timings", "out", "rows", "seconds")
 
 
 def test_flwr_run_dot_runs_the_same_federation_as_fedsynth_simulate(tmp_path):
-    """`flwr run .` on the repository root and `fedsynth simulate` with the same two overrides: the same sites,
+    """`flwr run .` on the repository root and `fedsynth simulate` with the same three overrides: the same sites,
     the same configuration and the same report, apart from timings and noise."""
     home = Path(tempfile.mkdtemp(prefix="fedsynth-test-flwr-"))
     port = free_port()
     become_subreaper()
-    settings = {"rounds": 1, "local-steps": 5}
+    settings = {"rounds": 1, "local-steps": 5, "select-rounds": "2"}  # 2 of HI's 13 selection rounds: suite time
     by_flwr, by_simulate = tmp_path / "flwr-out", tmp_path / "simulate-out"
     try:
         write_flower_home(home)
@@ -140,7 +140,8 @@ def test_flwr_run_dot_runs_the_same_federation_as_fedsynth_simulate(tmp_path):
     finally:
         stop_local_superlink(home, port)
         shutil.rmtree(home, ignore_errors=True)
-    simulated = subprocess.run([FEDSYNTH, "simulate", "--rounds", "1", "--local-steps", "5", "--out", str(by_simulate)],
+    simulated = subprocess.run([FEDSYNTH, "simulate", "--rounds", "1", "--local-steps", "5", "--set", "select-rounds=2",
+                                "--out", str(by_simulate)],
                                env=marked_env(MARK, dict(os.environ)), capture_output=True, text=True,
                                timeout=300)  # fmt: skip
     assert simulated.returncode == 0, simulated.stdout[-3000:] + simulated.stderr[-3000:]

@@ -172,7 +172,7 @@ seeds: [0, 1]
 baselines: [marginals, central, real]
 gan-grid: {epsilons: [8], seeds: [0]}
 max-rows: 200
-run: {rounds: 1, local-steps: 2, batch-size: 32, reproducible-noise: true}
+run: {rounds: 1, local-steps: 2, batch-size: 32, reproducible-noise: true, select-rounds: "1"}
 """)  # fmt: skip
     # Reproducible noise (NOT DP; a research option) so that a recomputed cell can be compared number for number.
     out = tmp_path / "sweep-out"
