@@ -57,7 +57,7 @@ from fedsynth.server.run_state import ClientLevelState, RunState, keep_ledgers
 from fedsynth.server.secure_round import (
     DEFAULT_MAX_WEIGHT,
     secure_aggregation_section,
-    secure_train_round,
+    secure_sum_round,
 )
 from fedsynth.server.selection import select_marginals
 from fedsynth.server.synthesis import sample_release, sample_table
@@ -344,7 +344,7 @@ def _secure_exchange(run: Run, messages: list, server_round: int, arrays: ArrayR
     """One round under SecAgg+: the sites' metrics and ledgers arrive in the clear, the updates only as a sum."""
     known_rows = [int(m[WEIGHT_KEY]) for m in run.strategy.latest_site_metrics().values() if WEIGHT_KEY in m]
     max_weight = max(known_rows, default=DEFAULT_MAX_WEIGHT)  # the tightest scale that cannot overflow
-    outcome = secure_train_round(run.grid, messages, server_round, arrays, run.config.round_timeout, max_weight)
+    outcome = secure_sum_round(run.grid, messages, server_round, arrays, run.config.round_timeout, max_weight)
     keep_ledgers(outcome.replies, run.state.ledgers)
     replies, excluded = run.watch.participation.screen(outcome.replies)
     aggregate = outcome.aggregate

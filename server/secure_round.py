@@ -1,4 +1,8 @@
-"""One training round through Flower's SecAgg+ workflow: the server learns only the weighted sum.
+"""One exchange through Flower's SecAgg+ workflow: the server learns only the weighted sum.
+
+Two uses: a training round (the sites' model updates, ``secure_sum_round``) and a selection round's
+clique counts under ``secure-measurement`` (``secure_count_sum``: integer counts, each site weight 1, scaled
+onto the quantisation levels so that the sum is exact).
 
 Flower 1.42 ships secure aggregation only in its legacy stack
 (``flwr.server.workflow.SecAggPlusWorkflow`` with a ``LegacyContext`` and a
@@ -159,22 +163,9 @@ def check_site_count(sites: int) -> None:
         )
 
 
-def secure_train_round(
-    grid: Grid,
-    messages: list[Message],
-    server_round: int,
-    reference: ArrayRecord,
-    timeout: float | None,
-    max_weight: int = DEFAULT_MAX_WEIGHT,
-) -> SecureRound:
-    """Run the SecAgg+ workflow over ``messages`` (train messages, one per site) and return the unmasked mean."""
-    return secure_sum_round(grid, messages, server_round, reference, timeout, max_weight)
-
-
 # Counts enter the secure sum as count * 2**-20: on the quantisation grid (2**22 levels per unit) an integer
 # count lands exactly on a level, so the sum is exact (no stochastic rounding) for |count| < 8 * 2**20.
 COUNT_SCALE = 2.0**-20
-MAX_SECURE_COUNT = CLIPPING_RANGE / COUNT_SCALE
 
 
 def secure_count_sum(
