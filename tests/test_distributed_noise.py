@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.common import parameters_to_ndarrays
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
 from flwr.compat.common.recorddict_compat import recorddict_to_fitres
 
+from fedsynth.client.client_app import NodeConfigError, _shares_allowed
 from fedsynth.client.secure_aggregation import UnsafeUpdateError, _legacy_content, secure_aggregation_mod
 from fedsynth.marginals.release import add_noise
 from fedsynth.privacy.budget import SiteBudget, epsilon_of
@@ -104,3 +105,15 @@ def test_the_secure_sum_of_noisy_counts_is_exact():
     mean = dequantize([summed], CLIPPING_RANGE, QUANTIZATION_RANGE)[0] - (len(sites) - 1) * CLIPPING_RANGE
     mean /= len(sites)
     np.testing.assert_array_equal(np.rint(mean * len(sites) / COUNT_SCALE), np.sum(sites, axis=0))
+
+
+def test_a_site_caps_the_shares_it_counts_on_in_its_own_node_config():
+    def context(node_config: dict) -> Context:
+        return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+
+    assert _shares_allowed(context({}), 3) == 3
+    assert _shares_allowed(context({"max-noise-shares": 1}), 3) == 1  # this site adds all of its noise itself
+    assert _shares_allowed(context({"max-noise-shares": 8}), 3) == 3  # a cap never raises the threshold
+    for bad in (0, "two"):
+        with pytest.raises(NodeConfigError, match="max-noise-shares"):
+            _shares_allowed(context({"max-noise-shares": bad}), 3)
