@@ -48,6 +48,11 @@ def prepare_simulation(config: RunConfig, echo: Callable[[str], None] = print) -
     count = num_sites(spec, table, config.clients)
     if config.secure_aggregation:
         check_site_count(count)  # before Flower starts, not in round 1
+    # Every simulated site exists from the start, so a rule asking for more sites than the split makes can
+    # never be met: say so now instead of starting Flower to wait for them.
+    for key, needed in (("min-sites", config.min_sites), ("min-replies", config.min_replies)):
+        if needed > count:
+            raise ConfigError(f"options: '{key}' {needed} is more than the {count} site(s) this simulation has")
     sites = partition_table(table, spec, count, config.seed)
     site_rows = {name: len(frame) for name, frame in sites}
     small = {name: n for name, n in site_rows.items() if n < MIN_SITE_ROWS}

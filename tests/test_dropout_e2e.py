@@ -143,11 +143,11 @@ def test_rounds_without_updates_stop_after_max_failed_rounds(table, tmp_path):
     assert not (out / "report.json").exists()
 
 
-def test_min_replies_above_the_number_of_sites_ends_with_a_clear_error(table, tmp_path):
+@pytest.mark.parametrize("rule", ["min-replies", "min-sites"])
+def test_a_rule_asking_for_more_sites_than_the_simulation_has_is_refused_before_flower_starts(table, tmp_path, rule):
     data, schema = table
     out = tmp_path / "run"
-    result = simulate(data, schema, out, "min-replies=9", "max-failed-rounds=2")
+    result = simulate(data, schema, out, f"{rule}=9", "max-failed-rounds=2")
     line = assert_one_error_line(result)
-    assert "min-replies" in line or "max-failed-rounds" in line, line
-    assert "9" in line, line
-    assert not (out / "report.json").exists()
+    assert f"'{rule}' 9 is more than the {SITES} site(s)" in line, line
+    assert not out.exists()  # refused before the output folder was claimed
