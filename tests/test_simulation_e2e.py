@@ -31,6 +31,7 @@ from fedsynth.simulations.runner import (
 from fedsynth.tabular.schema import dump_schema, load_schema
 from fedsynth.tabular.table import validate_frame
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
+from tests.test_layout import SHADOWS
 
 pytestmark = pytest.mark.e2e
 FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
@@ -79,24 +80,43 @@ def check_outputs(
     return report
 
 
-def test_simulate_an_unseen_csv_and_generate_more(tmp_path, small_schema, small_table):
+def test_simulate_an_unseen_csv_with_a_holdout_then_evaluate_and_generate_more(tmp_path, small_schema, small_table):
+    # Run from a folder whose own models/, server.py, client/ and metrics/ would fail if imported: the
+    # installed fedsynth.* modules must be the ones the CLI and Flower's processes load (tests/test_layout.py).
+    for name, text in SHADOWS.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
     data, schema_path, out = tmp_path / "people.csv", tmp_path / "people.yaml", tmp_path / "run"
     small_table.to_csv(data, index=False)
     dump_schema(small_schema, schema_path)
     result = subprocess.run(
         [FEDSYNTH, "simulate", "--data", str(data), "--schema", str(schema_path), "--partition", "iid",
          "--clients", "3", "--rounds", "2", "--local-steps", "4", "--epsilon", "2", "--rows", "123",
-         "--out", str(out), "--set", "batch-size=32"],
-        env=marked_env(MARK), capture_output=True, text=True, timeout=300,
+         "--holdout", "0.25", "--out", str(out), "--set", "batch-size=32"],
+        env=marked_env(MARK), capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "round 2/2" in result.stdout
     report = check_outputs(out, schema_path, rows=123, epsilon=2.0, rounds=2, sites=3)
     assert report["config"]["partition"] == "iid"
+
+    # --holdout: 100 rows no site saw, written beside the 300 the sites shared, for `fedsynth evaluate`.
+    assert "Holdout: 100 rows kept out of every site" in result.stdout
+    real = out / "real"
+    train, held = pd.read_csv(real / "train.csv"), pd.read_csv(real / "holdout.csv")
+    assert (len(train), len(held)) == (300, 100) and "Never publish" in (real / "README.txt").read_text()
+    evaluated = subprocess.run(
+        [FEDSYNTH, "evaluate", "--real", str(real / "train.csv"), "--holdout", str(real / "holdout.csv"),
+         "--synthetic", str(out / "synthetic.csv"), "--schema", str(schema_path), "--out", str(tmp_path / "ev.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    assert json.loads((tmp_path / "ev.json").read_text())["rows"] == {"real": 300, "holdout": 100, "synthetic": 123}
+
     sampled = tmp_path / "more.csv"
     generated = subprocess.run(
         [FEDSYNTH, "generate", "--checkpoint", str(out / "checkpoints" / "final.pt"), "--rows", "1000",
-         "--out", str(sampled)], capture_output=True, text=True, timeout=120,
+         "--out", str(sampled)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert generated.returncode == 0, generated.stderr
     validate_frame(pd.read_csv(sampled, dtype=str, keep_default_na=False), small_schema)
