@@ -170,15 +170,15 @@ sites: [2]
 partitions: [iid, "dirichlet:0.5"]
 seeds: [0, 1]
 baselines: [marginals, central, real]
-gan-grid: {epsilons: [8], seeds: [0]}
+gan-grid: {epsilons: [8], seeds: [0], partitions: ["dirichlet:0.5"]}
 max-rows: 200
 run: {rounds: 1, local-steps: 2, batch-size: 32, reproducible-noise: true, select-rounds: "1"}
 """)  # fmt: skip
     # Reproducible noise (NOT DP; a research option) so that a recomputed cell can be compared number for number.
     out = tmp_path / "sweep-out"
     first, _ = run_sweep_command(config, out)
-    assert "[19/21] fedsynth ε=8 iid sites=2 seed=0: shapes " in first.stdout, first.stdout
-    assert "[21/21] central ε=8 sites=1 seed=0: shapes " in first.stdout, first.stdout
+    assert "[19/20] fedsynth ε=8 dirichlet:0.5 sites=2 seed=0: shapes " in first.stdout, first.stdout
+    assert "[20/20] central ε=8 sites=1 seed=0: shapes " in first.stdout, first.stdout
 
     # The split: disjoint train and holdout per seed; the GANs trained on the train part only.
     for seed in (0, 1):
@@ -191,15 +191,15 @@ run: {rounds: 1, local-steps: 2, batch-size: 32, reproducible-noise: true, selec
     assert abs(sum(s["num_examples"] for s in report["privacy"]["sites"].values()) - 480) <= 120  # DP row counts
 
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == 21 and results["error"].isna().all(), results
-    assert results["method"].value_counts().to_dict() == {"marginals": 16, "fedsynth": 2, "real": 2, "central": 1}
+    assert len(results) == 20 and results["error"].isna().all(), results
+    assert results["method"].value_counts().to_dict() == {"marginals": 16, "real": 2, "fedsynth": 1, "central": 1}
     marginals = results[results["method"] == "marginals"]
     assert set(zip(marginals["epsilon"], marginals["partition"], marginals["seed"], strict=True)) == {
         (e, p, s) for e in (1.0, 2.0, 4.0, 8.0) for p in ("iid", "dirichlet:0.5") for s in (0, 1)
     }
     assert (marginals["sites"] == 2).all() and (marginals["epsilon_max"] <= marginals["epsilon"] * 1.001).all()
     fedsynth = results[results["method"] == "fedsynth"]
-    assert sorted(fedsynth["partition"]) == ["dirichlet:0.5", "iid"] and (fedsynth["sites"] == 2).all()
+    assert list(fedsynth["partition"]) == ["dirichlet:0.5"] and (fedsynth["sites"] == 2).all()
     assert ((fedsynth["epsilon_max"] > 0) & (fedsynth["epsilon_max"] <= 8)).all()
     central = results[results["method"] == "central"].iloc[0]
     assert (central["sites"], central["partition"], central["epsilon"]) == (1, "pooled", 8.0)
@@ -217,8 +217,8 @@ run: {rounds: 1, local-steps: 2, batch-size: 32, reproducible-noise: true, selec
     # Run again: every cell is done, nothing is recomputed, no Flower starts.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/evaluation.json")}
     second, seconds = run_sweep_command(config, out)
-    assert second.stdout.count("(done earlier)") == 21, second.stdout
-    assert "21 cells (21 done earlier, 0 GAN runs to go)" in second.stdout
+    assert second.stdout.count("(done earlier)") == 20, second.stdout
+    assert "20 cells (20 done earlier, 0 GAN runs to go)" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/evaluation.json")} == stamps
     assert seconds < 60, f"a sweep with every cell done took {seconds:.0f} s"
 
@@ -226,7 +226,7 @@ run: {rounds: 1, local-steps: 2, batch-size: 32, reproducible-noise: true, selec
     deleted = "marginals_eps2_dirichlet-0.5_sites2_seed1"
     shutil.rmtree(out / "cells" / deleted)
     third, _ = run_sweep_command(config, out)
-    assert third.stdout.count("(done earlier)") == 20, third.stdout
+    assert third.stdout.count("(done earlier)") == 19, third.stdout
     assert "marginals ε=2 dirichlet:0.5 sites=2 seed=1: shapes" in third.stdout
     assert (out / "cells" / deleted / "evaluation.json").is_file()
     again = pd.read_csv(out / "results.csv")
