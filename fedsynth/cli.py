@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -498,9 +499,17 @@ def ledger_show(
         )
 
 
+def _stop_as_if_interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    # `kill`, a scheduler's time limit or a cancelled CI job sends SIGTERM, whose default would end this
+    # process at once and leave its SuperLink, ServerApp and Ray workers running. Handled as Ctrl-C, it
+    # runs the same clean-up: every Flower process this command started is stopped by PID.
+    signal.signal(signal.SIGTERM, _stop_as_if_interrupted)
     app()
 
 

@@ -241,7 +241,11 @@ def run_simulation(
         ) as proc:
             lines: queue.Queue[str | None] = queue.Queue()
             threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
-            _follow(proc, lines, port, echo, verbose, errors, flower_errors)
+            try:
+                _follow(proc, lines, port, echo, verbose, errors, flower_errors)
+            except BaseException:
+                proc.terminate()  # Ctrl-C or SIGTERM reached us alone: `flwr run` would stream on
+                raise
         return SimulationResult(proc.returncode, time.time() - started, errors, flower_errors)
     finally:
         stop_local_superlink(flwr_home, port)
