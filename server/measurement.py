@@ -173,6 +173,8 @@ def _selection_summary(config: RunConfig, entry: dict) -> dict | None:
         "rounds": selection["rounds"],
         "cliques": selection["cliques"],
         "votes": selection["votes"],
+        # Per round, the one-line reasons of sites that answered with an error (their votes and counts are lost).
+        "refusals": selection.get("refusals", []),
         "bins_per_numeric_column": config.measure_pair_bins,
         # Rounds whose counts the coordinator received only as a SecAgg+ sum of noise-shared counts.
         "secure_sums": selection.get("secure_sums", []),

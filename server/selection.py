@@ -49,6 +49,7 @@ from fedsynth.protocol.messages import (
     SERVER_ROUND_KEY,
     VOTE_KEY,
     QueryPurpose,
+    read_failure,
 )
 from fedsynth.server.run_state import RunState, keep_ledgers
 from fedsynth.server.secure_round import RECONSTRUCTION_SHARE, secure_count_sum
@@ -84,6 +85,7 @@ def select_marginals(
     measured: list[Target] = []
     pending: list[Clique] = []
     votes_by_round: list[list[str]] = []
+    refusals_by_round: list[list[str]] = []  # the sites' one-line reasons, when a site sent an error instead
     secure_sums: list[dict] = []  # per secure round: sites in the sum, plain elements the coordinator received
     for selection_round in range(1, rounds + 2):
         open_candidates = [
@@ -112,6 +114,12 @@ def select_marginals(
             replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
             sums, variance = _plain_sums(replies, pending, names)
         keep_ledgers(replies, state.ledgers)
+        step = f"selection round {selection_round}/{rounds}" if voting else "last selection measurement"
+        refusals = sorted({read_failure(m).reason for m in replies if m.has_error()})
+        refusals_by_round.append(refusals)
+        if refusals:  # without this, sites that all refuse look like sites that found nothing to vote for
+            log(WARNING, "fedsynth: %s: %d site(s) sent an error instead of a reply: %s", step,
+                sum(m.has_error() for m in replies), "; ".join(refusals))  # fmt: skip
         votes = _votes(replies, len(open_candidates)) if voting else []
         measured += [target_from_counts(c, total, math.sqrt(variance)) for c, total in zip(pending, sums, strict=True)
                      if variance > 0]  # fmt: skip
@@ -119,7 +127,6 @@ def select_marginals(
         votes_by_round.append([c.key(names) for c in pending])
         if measured:
             pool = fit_pool(pool, targets + measured, rng)
-        step = f"selection round {selection_round}/{rounds}" if voting else "last selection measurement"
         log(INFO, "fedsynth: %s: %d clique(s) measured so far%s, voted for: %s", step, len(measured),
             " (noise shares summed under SecAgg+)" if secure and measured else "",
             ", ".join(votes_by_round[-1]) or "none")  # fmt: skip
@@ -129,7 +136,8 @@ def select_marginals(
     if state.measurement is not None:
         state.measurement["marginals"] = marginals.to_state()
         state.measurement["selection"] = {"rounds": rounds, "cliques": [t.clique.key(names) for t in measured],
-                                          "votes": votes_by_round, "secure_sums": secure_sums}  # fmt: skip
+                                          "votes": votes_by_round, "refusals": refusals_by_round,
+                                          "secure_sums": secure_sums}  # fmt: skip
     return marginals
 
 

@@ -130,6 +130,26 @@ def test_two_rounds_end_to_end(tmp_path, small_table, small_schema):
     assert state["completed_round"] == 2 and sorted(state["ledgers"]) == SITES
 
 
+def test_sites_refusing_the_selection_rounds_are_named_not_mistaken_for_no_votes(tmp_path, small_table, small_schema,
+                                                                                  monkeypatch, caplog):  # fmt: skip
+    # Every site refuses what the coordinator asks it to score (as a site of another version would refuse a
+    # clique it cannot parse): the run goes on with the one-way marginals, and says why.
+    def refuse(text, schema, coarse):
+        if text and text != "[]":
+            raise ValueError("clique ['a', 'b', 'c', 'd']: must name 2 or 3 different columns")
+        return []
+
+    monkeypatch.setattr("fedsynth.client.client_app.parse_cliques", refuse)
+    with caplog.at_level(logging.WARNING):
+        report, _, _, _ = federate(tmp_path, small_table, small_schema, rounds=1)
+    selection = report["privacy"]["measurement"]["selection"]
+    assert selection["cliques"] == [] and not any(selection["votes"])
+    reason = "ValueError (details in the site's own log)"  # an unexpected error's text stays at the site
+    assert selection["refusals"] and all(any(reason in r for r in rs) for rs in selection["refusals"])
+    warned = [r.getMessage() for r in caplog.records if "sent an error instead of a reply" in r.getMessage()]
+    assert warned and reason in warned[0], warned
+
+
 @pytest.mark.parametrize("how", ["error", "no reply"])
 def test_a_site_failing_in_round_two_is_recorded_and_the_run_finishes(tmp_path, small_table, small_schema, how):
     victim = 1001
