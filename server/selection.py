@@ -115,11 +115,12 @@ def select_marginals(
             sums, variance = _plain_sums(replies, pending, names)
         keep_ledgers(replies, state.ledgers)
         step = f"selection round {selection_round}/{rounds}" if voting else "last selection measurement"
-        refusals = sorted({read_failure(m).reason for m in replies if m.has_error()})
+        failed = [m for m in replies if m.has_error()]
+        refusals = sorted({read_failure(m).reason for m in failed})
         refusals_by_round.append(refusals)
         if refusals:  # without this, sites that all refuse look like sites that found nothing to vote for
-            log(WARNING, "fedsynth: %s: %d site(s) sent an error instead of a reply: %s", step,
-                sum(m.has_error() for m in replies), "; ".join(refusals))  # fmt: skip
+            log(WARNING, "fedsynth: %s: %d site(s) sent an error instead of a reply: %s", step, len(failed),
+                "; ".join(refusals))  # fmt: skip
         votes = _votes(replies, len(open_candidates)) if voting else []
         measured += [target_from_counts(c, total, math.sqrt(variance)) for c, total in zip(pending, sums, strict=True)
                      if variance > 0]  # fmt: skip
