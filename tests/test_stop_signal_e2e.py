@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsynth.simulations.runner import stop_processes
+from fedsynth.simulations.runner import processes_matching, stop_processes
 from fedsynth.tabular.schema import dump_schema
 from tests.process_marks import marked_env, marked_flower_processes, new_mark
 
@@ -44,9 +44,7 @@ def test_sigterm_stops_every_flower_process_the_run_started(tmp_path, small_tabl
         env=marked_env(MARK), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        ray_started = wait_until(lambda: any(
-            "raylet" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
-            for pid in marked_flower_processes(MARK)), 240)  # fmt: skip
+        ray_started = wait_until(lambda: bool(marked_flower_processes(MARK) & set(processes_matching("raylet"))), 240)
         assert ray_started, "the run never started Ray"
         run.send_signal(signal.SIGTERM)
         _, stderr = run.communicate(timeout=90)
