@@ -3,9 +3,6 @@ test_simulation_e2e)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from fedsynth.client import wire_log
@@ -13,8 +10,6 @@ from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import ConfigError
 from fedsynth.tabular.partitioning import split_holdout
 from tests.test_federation_in_process import federate
-
-FEDSYNTH = str(Path(sys.executable).parent / "fedsynth")
 
 
 def test_the_split_is_seeded_disjoint_and_complete(small_table):
