@@ -2,7 +2,7 @@
 
 Variants (``benchmarks/fidelity/engine/hi-*.yaml``), each a ``fedsynth sweep`` on the same splits:
 
-- ``default``: adaptive selection of 2- and 3-way marginals, the release sampled from an ``mbi``
+- ``default``: adaptive selection of 2-, 3- and small 4-way marginals, the release sampled from an ``mbi``
   graphical model (and the DP independent-marginals baseline);
 - ``generator``: the same measurements, but the released rows are the GAN's, calibrated and raked to
   them (``release-from=generator``): what the GAN adds over the marginal model;

@@ -52,7 +52,7 @@ from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, measurement_noise
 from fedsynth.privacy.distributed_noise import noise_shares
 from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
-from fedsynth.privacy.measurement_schedule import MeasurementSchedule
+from fedsynth.privacy.measurement_schedule import MeasurementSchedule, rest_noise
 from fedsynth.privacy.mechanisms import epsilon_with_release
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.privacy.site_plan import PlanError, plan_site, site_epsilon
@@ -339,9 +339,13 @@ def _select(
         raise RefusalError("selection rounds come after the histograms, and only when the run plans them")
     pending = parse_cliques(str(record[SELECT_MEASURE_KEY]), schema, coarse)
     voting = bool(int(record[SELECT_VOTE_KEY]))
-    counts_std = schedule.clique_noise * float(len(pending)) ** 0.5  # of the sum the coordinator sees
+    # The last measurement (no vote asked) spends what is left: rounds the candidates did not need included.
+    clique_noise = schedule.clique_noise if voting else rest_noise(budget.measure_noise, budget.measure_spent)
+    if pending and not clique_noise:
+        raise RefusalError("selection round: the measurement reservation is spent; a further release is refused")
+    counts_std = clique_noise * float(len(pending)) ** 0.5  # of the sum the coordinator sees
     shares = noise_shares(counts_std, _shares_allowed(context, secure_sum_sites), sum(c.size for c in pending))
-    releases = [(schedule.clique_noise, shares)] if pending else []
+    releases = [(clique_noise, shares)] if pending else []
     releases += [(schedule.select_noise, 1)] if voting else []
     for noise_multiplier, release_shares in releases:
         _refuse_over_budget(budget, noise_multiplier, "a selection round")

@@ -62,7 +62,7 @@ class RunConfig:
     measure_pair_bins: int = 8  # at most this many interval bins per numeric column in two-way histograms
     measure_one_way_weight: str = "auto"  # with pairs: one-way counts get this many times less noise than two-way
     rake_mix: float = 0.5  # share of raking candidates recombined column by column from generator rows
-    select_rounds: str = "auto"  # adaptive selection rounds of 2- and 3-way marginals; auto: one per column; 0: none
+    select_rounds: str = "auto"  # adaptive selection rounds (2- to 4-way marginals); auto: one per column; 0: none
     # The selection rounds' clique counts go only into a SecAgg+ sum and each site adds a share of the noise
     # (distributed discrete Gaussian), when at least 2 sites measure; false: each site adds all of it, in the clear.
     secure_measurement: bool = True

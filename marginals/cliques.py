@@ -2,8 +2,10 @@
 
 The selected marginals are counted on coarse bins: a numeric column's one-way bins (``bins``) merged
 into at most ``model_bins`` intervals (the point bin at ``min`` and a nullable column's missing bin
-kept), categories as they are. Candidates are every pair of columns and every triple whose table has
-at most ``max_cells`` cells (AIM's model-size limit, McKenna et al. 2022, in its simplest form). A
+kept), categories as they are. Candidates are every pair of columns, every triple whose table has
+at most ``max_cells`` cells (AIM's model-size limit, McKenna et al. 2022, in its simplest form), and
+every four columns whose table has at most ``max_four_way_cells`` (small discrete columns, where a
+target that depends on three others jointly needs the whole table: survival on class, age and sex). A
 site counts its rows in those cells (private, never released as such); the coordinator only ever
 sees the noisy sums (``marginals.selection``). Nothing here reads data: the layout is public.
 """
@@ -23,6 +25,9 @@ from fedsynth.tabular.schema import Schema
 CLIQUE_PREFIX = "clique:"  # key of a measured clique's counts in a site's reply: ``clique:A|B|C``
 DEFAULT_MODEL_BINS = 8
 DEFAULT_MAX_CELLS = 4000
+# Four-way tables only when small (four columns of 2–3 values, or 8 bins and three binary columns): a few
+# tens of cells keep their counts above the noise at ε=1, and the candidates few on wide tables (27 on HI).
+DEFAULT_MAX_FOUR_WAY_CELLS = 64
 
 
 @dataclass(frozen=True)
@@ -49,14 +54,18 @@ def model_layout(layout: list[ColumnBins], model_bins: int = DEFAULT_MODEL_BINS)
     return [coarse_bins(spec, model_bins) for spec in layout]
 
 
-def candidate_cliques(coarse: list[ColumnBins], max_cells: int = DEFAULT_MAX_CELLS) -> list[Clique]:
-    """Every pair, and every triple with at most ``max_cells`` cells, in schema order."""
+def candidate_cliques(
+    coarse: list[ColumnBins], max_cells: int = DEFAULT_MAX_CELLS, max_four_way_cells: int = DEFAULT_MAX_FOUR_WAY_CELLS
+) -> list[Clique]:
+    """Every pair, every triple with at most ``max_cells`` cells and every four columns with at most
+    ``max_four_way_cells``, in schema order."""
     sizes = [spec.size for spec in coarse]
+    limits = {2: None, 3: max_cells, 4: max_four_way_cells}
     out = []
-    for width in (2, 3):
+    for width, limit in limits.items():
         for columns in itertools.combinations(range(len(coarse)), width):
             shape = tuple(sizes[i] for i in columns)
-            if width == 2 or int(np.prod(shape)) <= max_cells:
+            if limit is None or int(np.prod(shape)) <= limit:
                 out.append(Clique(columns, shape))
     return out
 
@@ -100,6 +109,7 @@ def target_from_counts(clique: Clique, noisy_counts: np.ndarray, noise_std: floa
     return Target(clique, distribution_from_counts(counts), counts, float(noise_std))
 
 
+MAX_CLIQUE_WIDTH = 4  # the widest candidate (``candidate_cliques``)
 MAX_CLIQUE_CELLS = 1_000_000  # a request for a larger table is refused (memory), whatever the privacy
 
 
@@ -107,8 +117,8 @@ def parse_cliques(text: str, schema: Schema, coarse: list[ColumnBins]) -> list[C
     """Cliques from a JSON list of column-name lists (a select message); ``ValueError`` names a bad one."""
     out = []
     for names in json.loads(text or "[]"):
-        if not isinstance(names, list) or not 2 <= len(names) <= 3 or len(set(names)) != len(names):
-            raise ValueError(f"clique {names!r}: must name 2 or 3 different columns")
+        if not isinstance(names, list) or not 2 <= len(names) <= MAX_CLIQUE_WIDTH or len(set(names)) != len(names):
+            raise ValueError(f"clique {names!r}: must name 2 to {MAX_CLIQUE_WIDTH} different columns")
         unknown = [n for n in names if n not in schema.names]
         if unknown:
             raise ValueError(f"clique {names!r}: '{unknown[0]}' is not a schema column")

@@ -118,7 +118,7 @@ class Marginals:
     pairs: list[PairMarginal] = field(default_factory=list)
     pair_bins: int = DEFAULT_PAIR_BINS
     rake_mix: float = 0.0  # share of raking candidates recombined column by column (``rake-mix``)
-    cliques: list[Target] = field(default_factory=list)  # adaptively selected 2- and 3-way marginals (coarse bins)
+    cliques: list[Target] = field(default_factory=list)  # adaptively selected 2- to 4-way marginals (coarse bins)
     release_from: str = "generator"  # ``release-from``: a sampling setting, not part of the release
     one_way_counts: list[np.ndarray] = field(default_factory=list)  # the summed noisy one-way counts (estimation)
     one_way_std: float = 0.0  # their noise std per count

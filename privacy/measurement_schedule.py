@@ -7,7 +7,10 @@ the noisy max, at ρ = 1/(2s²)) compose by adding their ρ, and the Rényi acco
 ``one_way_share`` on the one-way histograms (round 0), the rest evenly over ``rounds`` selection
 rounds, each split ``SELECT_SHARE`` to the vote and the remainder to measuring the cliques voted for
 (AIM's split). Part p of the reservation is a Gaussian mechanism at noise multiplier z / sqrt(p).
-Everything here is a function of public settings.
+The last measurement (no vote follows) spends whatever the site has left (``rest_noise``): when the
+candidates run out before the planned rounds do, the rounds not held would otherwise go unspent (as
+AIM spends its last round's budget on its final measurement). Everything here is a function of public
+settings and of what the site has spent, never of its data.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ class MeasurementSchedule:
     def clique_noise(self) -> float:
         """Noise multiplier of one round's clique measurement (L2 sensitivity sqrt(cliques measured))."""
         return self._noise((1.0 - self.one_way_share) * (1.0 - SELECT_SHARE) / self.rounds) if self.rounds else 0.0
+
+
+def rest_noise(reserved_noise: float, spent: float) -> float:
+    """Noise multiplier of one Gaussian release spending what is left of a reservation at ``reserved_noise``,
+    ``spent`` (a share) of it used; 0 when nothing is left."""
+    left = 1.0 - spent
+    return reserved_noise / math.sqrt(left) if reserved_noise > 0 and left > 1e-9 else 0.0
 
 
 def share_of(reserved_noise: float, noise: float) -> float:

@@ -168,8 +168,9 @@ def _selection_summary(config: RunConfig, entry: dict) -> dict | None:
         return None
     return {
         "what": "adaptive selection (AIM-style): each round every site votes under DP (noisy max, charged) for the "
-        "2- or 3-way marginal its rows say the model misses most, then every site measures the cliques voted for "
-        "(discrete Gaussian, charged); all within measure-fraction of ε",
+        "2-, 3- or small 4-way marginal its rows say the model misses most, then every site measures the cliques "
+        "voted for (discrete Gaussian, charged; the last measurement spends what is left); all within "
+        "measure-fraction of ε",
         "rounds": selection["rounds"],
         "cliques": selection["cliques"],
         "votes": selection["votes"],

@@ -88,9 +88,9 @@ def select_marginals(
     refusals_by_round: list[list[str]] = []  # the sites' one-line reasons, when a site sent an error instead
     secure_sums: list[dict] = []  # per secure round: sites in the sum, plain elements the coordinator received
     for selection_round in range(1, rounds + 2):
-        open_candidates = [
-            c for c in candidates if c not in pending and not any(c.covered_by(t.clique) for t in measured)
-        ]
+        # A candidate inside a measured or pending clique adds nothing that clique's counts do not give.
+        known = [t.clique for t in measured] + pending
+        open_candidates = [c for c in candidates if not any(c.covered_by(k) for k in known)]
         voting = selection_round <= rounds and bool(open_candidates)
         if not voting and not pending:
             break
@@ -124,7 +124,7 @@ def select_marginals(
         votes = _votes(replies, len(open_candidates)) if voting else []
         measured += [target_from_counts(c, total, math.sqrt(variance)) for c, total in zip(pending, sums, strict=True)
                      if variance > 0]  # fmt: skip
-        pending = [open_candidates[v] for v in most_voted(votes)]
+        pending = without_covered([open_candidates[v] for v in most_voted(votes)])
         votes_by_round.append([c.key(names) for c in pending])
         if measured:
             pool = fit_pool(pool, targets + measured, rng)
@@ -155,6 +155,12 @@ def most_voted(votes: list[int], limit: int = MAX_CLIQUES_PER_ROUND) -> list[int
     for vote in votes:
         tally[vote] = tally.get(vote, 0) + 1
     return sorted(sorted(tally, key=lambda v: (-tally[v], v))[:limit])
+
+
+def without_covered(cliques: list[Clique]) -> list[Clique]:
+    """``cliques`` less those inside another of them: measured together, the smaller would only split the
+    round's noise (it grows with sqrt(cliques)) for counts the larger one already gives."""
+    return [c for c in cliques if not any(c != other and c.covered_by(other) for other in cliques)]
 
 
 def _messages(

@@ -27,9 +27,9 @@ from fedsynth.marginals.estimate import Marginals
 from fedsynth.marginals.pool import decode, fit_pool, initial_pool, model_targets, sample_model, table_of
 from fedsynth.marginals.selection import rake_table, selection_scores
 from fedsynth.privacy.budget import SiteBudget, epsilon_of, measurement_noise
-from fedsynth.privacy.measurement_schedule import MeasurementSchedule, share_of
+from fedsynth.privacy.measurement_schedule import MeasurementSchedule, rest_noise, share_of
 from fedsynth.privacy.secret_noise import NoiseSource, noisy_max_rho
-from fedsynth.server.selection import most_voted
+from fedsynth.server.selection import most_voted, without_covered
 
 
 def _layouts(schema):
@@ -104,11 +104,48 @@ def test_a_site_refuses_to_measure_beyond_its_reservation():
     assert restored.measure_spent == pytest.approx(1.0) and restored.measured
 
 
+def test_four_way_candidates_are_only_the_small_tables(small_schema):
+    _, coarse = _layouts(small_schema)
+    sizes = [spec.size for spec in coarse]
+    for limit in (1, int(np.prod(sizes))):
+        four_way = [c for c in candidate_cliques(coarse, max_four_way_cells=limit) if len(c.columns) == 4]
+        assert [c.columns for c in four_way] == ([(0, 1, 2, 3)] if limit >= np.prod(sizes) else [])
+    # Pairs always, triples up to max_cells: the four-way limit changes nothing else.
+    assert len(candidate_cliques(coarse, max_four_way_cells=1)) == len(candidate_cliques(coarse)) - sum(
+        len(c.columns) == 4 for c in candidate_cliques(coarse)
+    )
+
+
+def test_the_last_measurement_spends_what_is_left_and_nothing_more():
+    reserved = measurement_noise(1.0, 1e-5, 0.5, "rdp")
+    schedule = MeasurementSchedule(reserved, rounds=4)
+    budget = SiteBudget(1.0, 1e-5, "rdp", 0.0, 0.0, 0, [], reserved)
+    budget.record_measurement(schedule.one_way_noise)
+    budget.record_measurement(schedule.select_noise)  # round 1: a vote; the candidates then ran out
+    rest = rest_noise(reserved, budget.measure_spent)
+    # All that the one-way share and one vote left (0.7 - 0.7 x 0.1 / 4 of it), not one round's counts.
+    assert rest == pytest.approx(reserved / np.sqrt(0.7 - 0.7 * 0.1 / 4)) and rest < schedule.clique_noise / 2
+    budget.record_measurement(rest)
+    assert budget.measure_spent == pytest.approx(1.0)
+    assert budget.spent == pytest.approx(epsilon_of([(reserved, 1.0, 1)], 1e-5, "rdp"), rel=1e-6)
+    assert rest_noise(reserved, budget.measure_spent) == 0.0  # nothing left: the site refuses (client_app)
+    # Held to plan, the last measurement's rest is exactly one round's counts.
+    planned = SiteBudget(1.0, 1e-5, "rdp", 0.0, 0.0, 0, [], reserved)
+    planned.record_measurement(schedule.one_way_noise)
+    for _ in range(4):
+        planned.record_measurement(schedule.select_noise)
+    for _ in range(3):
+        planned.record_measurement(schedule.clique_noise)
+    assert rest_noise(reserved, planned.measure_spent) == pytest.approx(schedule.clique_noise, rel=1e-6)
+
+
 def test_clique_requests_are_checked(small_schema):
     _, coarse = _layouts(small_schema)
     assert [c.columns for c in parse_cliques('[["region", "age"]]', small_schema, coarse)] == [(0, 2)]
-    for bad, needle in (('[["age"]]', "2 or 3"), ('[["age", "nope"]]', "not a schema column"),
-                        ('[["age", "age"]]', "2 or 3")):  # fmt: skip
+    four = parse_cliques('[["smoker", "region", "age", "income"]]', small_schema, coarse)
+    assert [c.columns for c in four] == [(0, 1, 2, 3)]
+    for bad, needle in (('[["age"]]', "2 to 4"), ('[["age", "nope"]]', "not a schema column"),
+                        ('[["age", "age"]]', "2 to 4"), ('[["a", "b", "c", "d", "e"]]', "2 to 4")):  # fmt: skip
         with pytest.raises(ValueError, match=needle):
             parse_cliques(bad, small_schema, coarse)
 
@@ -176,3 +213,12 @@ def test_a_round_measures_at_most_the_four_most_voted_cliques():
     votes = [7] * 5 + [2] * 3 + [9] * 3 + [4] * 2 + [1, 5, 6]  # sixteen sites
     assert most_voted(votes) == [2, 4, 7, 9]
     assert most_voted([]) == []
+
+
+def test_a_round_does_not_measure_a_clique_inside_another_it_measures():
+    four = Clique((0, 1, 2, 3), (2,) * 4)
+    triple = Clique((0, 1, 2), (2,) * 3)
+    pair = Clique((1, 3), (2, 2))
+    other = Clique((2, 4), (2, 2))
+    assert without_covered([pair, triple, four, other]) == [four, other]
+    assert without_covered([triple, other]) == [triple, other]

@@ -48,7 +48,7 @@ ALLOWED = {
         "site": {"name", "jurisdiction", "accountant", "budget"},
     },
     "select": {
-        "histograms": None,  # ``clique:A|B[|C]``, one per clique asked for: checked against the request
+        "histograms": None,  # ``clique:A|B[|C[|D]]``, one per clique asked for: checked against the request
         "metrics": {"vote", "noise-std", "noise-shares", "num-examples", "epsilon"},
         "site": {"name", "jurisdiction", "accountant", "budget"},
     },
@@ -235,6 +235,32 @@ def test_a_selection_round_is_a_vote_and_noisy_counts_charged_within_the_reserva
         check_reply("select", ask([["age", "region"]]))
     refused(ask([["age", "region"]]), "reservation is spent")
     assert client_app._restore_budget(context, config, "a", None).measure_spent == pytest.approx(1.0)
+
+
+def test_a_site_s_last_measurement_spends_what_its_reservation_has_left(site):
+    context, config, schema, _, schema_text = site
+    base = {SCHEMA_KEY: schema_text, LEDGERS_KEY: "{}", "server-round": 0}
+    pairs = [["age", "region"], ["income", "smoker"]]
+    coarse = model_layout(schema_bins(schema, config.histogram_bins), config.measure_pair_bins)
+    tables = {c.key(schema.names): Array(np.full(c.size, 1.0 / c.size)) for c in parse_cliques(json.dumps(pairs),
+              schema, coarse)}  # fmt: skip
+    first = client_app.measure(request("query", base), context)
+    own = {f"one-way:{n}": Array(h.numpy()) for n, h in first.content.array_records["histograms"].items()}
+    select = {**base, PURPOSE_KEY: "select", "selection-round": 1, "penalty-std": 1.0, "candidates": json.dumps(pairs)}
+    check_reply("select", client_app.measure(request("query", {**select, "measure-cliques": "[]", "vote": 1},
+                **{"model-tables": ArrayRecord({**tables, **own})}), context))  # fmt: skip
+    voted = client_app._restore_budget(context, config, "a", None)
+    schedule = MeasurementSchedule(voted.measure_noise, len(schema.columns))
+    # The candidates ran out after one vote: the measurement asked without a vote takes all that is left.
+    last = {**select, "selection-round": 2, "measure-cliques": json.dumps([pairs[0]]), "vote": 0, "candidates": "[]"}
+    check_reply("select", client_app.measure(request("query", last), context))
+    after = client_app._restore_budget(context, config, "a", None)
+    assert after.measure_spent == pytest.approx(1.0)
+    charged = after.history[-1][0]
+    assert charged == pytest.approx(voted.measure_noise / np.sqrt(1.0 - voted.measure_spent))
+    assert charged < schedule.clique_noise / 2  # more than one round's counts: the unused rounds' share
+    assert after.spent <= config.epsilon
+    refused(client_app.measure(request("query", {**last, "selection-round": 3}), context), "reservation is spent")
 
 
 def test_a_site_answers_each_release_once(site):
