@@ -18,7 +18,8 @@ the figures are the mean over 3 seeds. Then the issue's targets are checked per 
 - pair trends, TSTR and coverage at least those of the better of MST and AIM; column shapes within
   0.005 of the better of them;
 - exact-match rate 0 (on an all-discrete table, where any synthesizer reproduces real rows, at most
-  the rate against the holdout: the rate of a table that never saw the training rows);
+  the rate at which real rows never trained on, the holdout's, equal a training row: a table that copies
+  no more than a fresh sample of the population does);
 - every category with real frequency >= 1% kept at >= 50% of it; each run at most 5 minutes.
 
     python benchmarks/peers.py [--only hi,medexp,computers,titanic] [--seeds 0,1,2] [--peers mst,aim,ctgan]
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer_envs import run_peer
 
 from fedsynth.marginals.bins import schema_bins
+from fedsynth.metrics.disclosure import exact_match_rate
 from fedsynth.metrics.evaluate import evaluate
 from fedsynth.simulations.sweep import result_row
 from fedsynth.tabular.codec import unwarp
@@ -63,7 +65,7 @@ PEERS = ("mst", "aim", "ctgan")
 EPSILON, DELTA, BINS = 1.0, 1e-5, 32
 PEER_TIMEOUT = 2400  # seconds; AIM takes about 8 minutes on HI on 2 busy cores
 METRICS = ("column_shapes", "pair_trends", "tstr", "coverage", "exact_match_rate", "exact_match_holdout",
-           "rare_kept", "run_seconds")  # fmt: skip
+           "exact_match_real", "rare_kept", "run_seconds")  # fmt: skip
 
 
 def rare_categories_kept(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> float:
@@ -146,6 +148,7 @@ def run_peers(name: str, out: Path, schema: Schema, seeds: list[int], peers: tup
 def collect(name: str, out: Path, schema: Schema) -> pd.DataFrame:
     """One row per method and seed with the metrics the targets use."""
     rows = []
+    real_rates: dict[int, float] = {}
     for path in sorted([*out.glob("cells/*/evaluation.json"), *out.glob("peers/*/evaluation.json")]):
         record = json.loads(path.read_text(encoding="utf-8"))
         utility = record["evaluation"].get("utility") or {}
@@ -161,6 +164,11 @@ def collect(name: str, out: Path, schema: Schema) -> pd.DataFrame:
             synthetic = read_table(scored[0], schema)
             row["rare_kept"] = rare_categories_kept(read_table(data / "train.csv", schema), synthetic, schema)
         row["exact_match_holdout"] = record["evaluation"]["privacy"]["exact_match_rate_holdout"]
+        # The reference on an all-discrete table: how often a real row never trained on equals a training row.
+        if seed not in real_rates:
+            real_rates[seed] = exact_match_rate(read_table(data / "holdout.csv", schema),
+                                                read_table(data / "train.csv", schema), schema)  # fmt: skip
+        row["exact_match_real"] = real_rates[seed]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -191,8 +199,8 @@ def report(name: str, results: pd.DataFrame) -> dict[str, bool]:
         "TSTR >= better of MST/AIM": ours["tstr"] >= best["tstr"],
         "coverage >= better of MST/AIM": ours["coverage"] >= best["coverage"],
         "column shapes within 0.005": ours["column_shapes"] >= best["column_shapes"] - 0.005,
-        "exact-match rate 0" + (" (all-discrete: <= holdout rate)" if discrete else ""):
-            bool((ours_rows["exact_match_rate"] <= ours_rows["exact_match_holdout"]).all()) if discrete
+        "exact-match rate 0" + (" (all-discrete: <= real unseen rows')" if discrete else ""):
+            bool((ours_rows["exact_match_rate"] <= ours_rows["exact_match_real"]).all()) if discrete
             else bool(ours_rows["exact_match_rate"].max() == 0),
         "categories >= 1% kept at >= 50%": bool(ours_rows["rare_kept"].fillna(0.0).min() == 1.0),
         "each run <= 5 min": bool(ours_rows["run_seconds"].max() <= 300),
