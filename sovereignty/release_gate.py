@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from fedsynth.sovereignty.policy import GENERALISED, Policy
-from fedsynth.tabular.schema import Schema
+from fedsynth.tabular.schema import DISCRETE_TYPES, Schema
 
 TOLERANCE_STDS = 3.0  # a site rule passes when the noisy total is at most this many noise std above zero
 
@@ -284,4 +284,23 @@ def apply_release_rules(
     for name, rule in (other_rules or {}).items():
         rules[name] = {"required": True, **rule}
     reasons = [_reason(name, rule) for name, rule in rules.items() if not rule["passed"]]
+    possible = possible_rows(schema, list(released.columns))
+    if not rules["no_copies"]["passed"] and possible is not None and possible <= len(released):
+        # Not a reason to release, only what a user needs to know: here no faithful table can pass the rule.
+        rules["no_copies"]["possible_rows"] = possible
+        reasons = [r + (f" (every column is discrete: only {possible} different rows exist, so any faithful "
+                        "table repeats real rows; a policy with no_copies: false and small_cells releases it)")
+                   if r.startswith("no_copies:") else r for r in reasons]  # fmt: skip
     return ReleaseDecision(approved=not reasons, reasons=reasons, rules=rules, table=released)
+
+
+def possible_rows(schema: Schema, columns: list[str]) -> int | None:
+    """How many different rows ``columns`` allow when all are discrete (from the public schema); else None."""
+    count = 1
+    for column in schema.columns:
+        if column.name not in columns:
+            continue
+        if column.type not in DISCRETE_TYPES:
+            return None
+        count *= len(column.categories) + int(column.nullable)
+    return count

@@ -109,6 +109,21 @@ def test_a_table_copying_most_real_rows_is_withheld_on_the_noisy_total():
     assert release_section(decision, "released.csv")["file"] is None
 
 
+def test_a_copy_on_a_table_of_few_possible_rows_is_explained_not_excused():
+    # Only region and smoker are released: 3 x 2 = 6 possible rows, so any faithful table repeats real ones.
+    rules = policy(no_copies=True, forbidden_columns=["age", "income"])
+    synthetic = cells({("north", "false"): 30, ("south", "true"): 30})
+    released, _ = prepare_release(synthetic, rules, SCHEMA)
+    counts = {"a": noisy_release_counts(released, synthetic.iloc[:40], SCHEMA, 0.0, 1.0, NoiseSource.secret_source())}
+    decision = apply_release_rules(synthetic, rules, SCHEMA, counts)
+    assert not decision.approved and decision.rules["no_copies"]["possible_rows"] == 6
+    reason = next(r for r in decision.reasons if r.startswith("no_copies:"))
+    assert "only 6 different rows exist" in reason and "no_copies: false" in reason
+    # With a numeric column released, a copy is evidence: no such explanation.
+    kept_age = apply_release_rules(synthetic, policy(no_copies=True, forbidden_columns=["income"]), SCHEMA, counts)
+    assert "possible_rows" not in kept_age.rules["no_copies"]
+
+
 def test_the_gate_passes_a_noisy_total_within_three_noise_std_of_zero():
     rules = policy(no_copies=True, min_distance=0.01, forbidden_columns=["income"])
     synthetic = cells({("north", "false"): 30, ("south", "true"): 30})
