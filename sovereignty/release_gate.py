@@ -201,7 +201,13 @@ def _reason(name: str, rule: Mapping[str, Any]) -> str:
             parts.append(f"site(s) {', '.join(rule['checked_other_table'])} checked a different table")
         if rule.get("threshold_mismatch"):
             parts.append(f"site(s) {', '.join(rule['threshold_mismatch'])} used another distance threshold")
-        return f"{name}: " + "; ".join(parts)
+        why = ""
+        if "possible_rows" in rule:  # set by apply_release_rules when no faithful table could pass
+            why = (
+                f" (every column is discrete: only {rule['possible_rows']} different rows exist, so any faithful "
+                "table repeats real rows; a policy with no_copies: false and small_cells releases it)"
+            )
+        return f"{name}: " + "; ".join(parts) + why
     if name == "small_cells":
         return f"small_cells: smallest combination occurs {rule['smallest_cell']} time(s), k = {rule['k']}"
     if name == "forbidden_columns":
@@ -283,14 +289,12 @@ def apply_release_rules(
     rules["non_empty"] = {"required": True, "passed": len(released) > 0, "rows": len(released)}
     for name, rule in (other_rules or {}).items():
         rules[name] = {"required": True, **rule}
+    if not rules["no_copies"]["passed"]:
+        possible = possible_rows(schema, list(released.columns))
+        if possible is not None and possible <= len(released):
+            # Not a reason to release, only what a user needs to know: no faithful table can pass the rule here.
+            rules["no_copies"]["possible_rows"] = possible
     reasons = [_reason(name, rule) for name, rule in rules.items() if not rule["passed"]]
-    possible = possible_rows(schema, list(released.columns))
-    if not rules["no_copies"]["passed"] and possible is not None and possible <= len(released):
-        # Not a reason to release, only what a user needs to know: here no faithful table can pass the rule.
-        rules["no_copies"]["possible_rows"] = possible
-        reasons = [r + (f" (every column is discrete: only {possible} different rows exist, so any faithful "
-                        "table repeats real rows; a policy with no_copies: false and small_cells releases it)")
-                   if r.startswith("no_copies:") else r for r in reasons]  # fmt: skip
     return ReleaseDecision(approved=not reasons, reasons=reasons, rules=rules, table=released)
 
 
