@@ -148,27 +148,28 @@ def run_peers(name: str, out: Path, schema: Schema, seeds: list[int], peers: tup
 def collect(name: str, out: Path, schema: Schema) -> pd.DataFrame:
     """One row per method and seed with the metrics the targets use."""
     rows = []
-    real_rates: dict[int, float] = {}
+    splits: dict[int, tuple[pd.DataFrame, float]] = {}  # per seed: training rows, real unseen rows' copy rate
     for path in sorted([*out.glob("cells/*/evaluation.json"), *out.glob("peers/*/evaluation.json")]):
         record = json.loads(path.read_text(encoding="utf-8"))
         utility = record["evaluation"].get("utility") or {}
         metric = "roc_auc" if "roc_auc" in (utility.get("tstr") or {}) else "r2"
         row = result_row(record, metric)
         seed = int(record["cell"]["seed"])
-        data = out / "data" / f"seed-{seed}"
+        if seed not in splits:
+            data = out / "data" / f"seed-{seed}"
+            train = read_table(data / "train.csv", schema)
+            # The reference on an all-discrete table: how often a real row never trained on equals a training row.
+            splits[seed] = train, exact_match_rate(read_table(data / "holdout.csv", schema), train, schema)
+        train, real_rate = splits[seed]
         # The run's release gate may have withheld its table; the sweep then scored the final model's samples.
         scored = [p for p in (path.parent / "synthetic.csv", path.parent / "synthetic.sampled.csv") if p.is_file()]
         row["withheld"] = not (path.parent / "synthetic.csv").is_file()
         row["rare_kept"] = float("nan")
         if scored:
             synthetic = read_table(scored[0], schema)
-            row["rare_kept"] = rare_categories_kept(read_table(data / "train.csv", schema), synthetic, schema)
+            row["rare_kept"] = rare_categories_kept(train, synthetic, schema)
         row["exact_match_holdout"] = record["evaluation"]["privacy"]["exact_match_rate_holdout"]
-        # The reference on an all-discrete table: how often a real row never trained on equals a training row.
-        if seed not in real_rates:
-            real_rates[seed] = exact_match_rate(read_table(data / "holdout.csv", schema),
-                                                read_table(data / "train.csv", schema), schema)  # fmt: skip
-        row["exact_match_real"] = real_rates[seed]
+        row["exact_match_real"] = real_rate
         rows.append(row)
     return pd.DataFrame(rows)
 
