@@ -48,12 +48,18 @@ from fedsynth.protocol.messages import (
     SECURE_SUM_SITES_FIELD,
     TRAINED_KEY,
     WEIGHT_KEY,
+    read_failure,
 )
 from fedsynth.protocol.messages import SECAGG_KEYS_FIELD as KEYS_FIELD
 
 
 class UnsafeUpdateError(RuntimeError):
     """The site's own update is not fit to enter the secure sum (it could not be rejected later)."""
+
+
+class RefusedInSecureRoundError(RuntimeError):
+    """The handler refused (or failed) inside a SecAgg+ exchange, whose replies cannot carry a structured
+    failure: raised with the failure's public reason, which Flower reports as the site's error."""
 
 
 def is_secure(msg: Message) -> bool:
@@ -81,7 +87,8 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
         finally:
             legacy.content = sent
         if reply.has_error():
-            return reply
+            # secaggplus_mod would read the error reply's (absent) content; the site drops out of this sum.
+            raise RefusedInSecureRoundError(read_failure(reply).reason)
         content = _legacy_content(reply.content, keys, scale, float(state["clipping_range"]))
         return Message(content, reply_to=legacy)
 
