@@ -42,7 +42,7 @@ from fedsynth.client.task import train_round
 from fedsynth.client.wire_log import wire_log_mod
 from fedsynth.core.config import RunConfig
 from fedsynth.core.errors import UserError
-from fedsynth.marginals.bins import pair_layout, parse_pairs, schema_bins
+from fedsynth.marginals.bins import count, pair_layout, parse_pairs, schema_bins
 from fedsynth.marginals.cliques import clique_counts, coarse_counts, codes, model_layout, parse_cliques
 from fedsynth.marginals.estimate import estimate_rows
 from fedsynth.marginals.release import add_noise, one_way_weight, release_histograms, release_record
@@ -52,7 +52,7 @@ from fedsynth.models.packing import pack, unpack
 from fedsynth.privacy.budget import SiteBudget, measurement_noise
 from fedsynth.privacy.distributed_noise import noise_shares
 from fedsynth.privacy.ledger import budget_to_json, most_spent, read_ledger_file, server_ledger, write_ledger_file
-from fedsynth.privacy.measurement_schedule import MeasurementSchedule, rest_noise
+from fedsynth.privacy.measurement_schedule import MeasurementSchedule, rest_noise, share_of
 from fedsynth.privacy.mechanisms import epsilon_with_release
 from fedsynth.privacy.secret_noise import NoiseSource
 from fedsynth.privacy.site_plan import PlanError, plan_site, site_epsilon
@@ -72,6 +72,7 @@ from fedsynth.protocol.messages import (
     MODEL_TABLES_RECORD,
     NOISE_SHARES_KEY,
     NOISE_STD_KEY,
+    ONE_WAY_NOISE_STD_KEY,
     ONE_WAY_PREFIX,
     PAIR_NOISE_STD_KEY,
     POLICY_KEY,
@@ -81,6 +82,7 @@ from fedsynth.protocol.messages import (
     SECURE_SUM_SITES_FIELD,
     SELECT_CANDIDATES_KEY,
     SELECT_MEASURE_KEY,
+    SELECT_ONE_WAY_KEY,
     SELECT_PENALTY_KEY,
     SELECT_ROUND_KEY,
     SELECT_VOTE_KEY,
@@ -294,7 +296,8 @@ def measure(msg: Message, context: Context) -> Message:
     pairs = pair_layout(layout, parse_pairs(config.measure_pairs, schema), config.measure_pair_bins)
     weight = one_way_weight(config.measure_one_way_weight, len(layout), len(pairs))
     # With selection rounds planned, the histograms take only their share of the reservation.
-    schedule = MeasurementSchedule(noise_multiplier, config.selection_rounds(len(layout)))
+    schedule = MeasurementSchedule(noise_multiplier, config.selection_rounds(len(layout)),
+                                   secure_one_way=config.secure_measurement)  # fmt: skip
     # Charge first, then release: a crash in between over-counts, never under-counts.
     history = list(restored.history) if restored else []
     charged = SiteBudget(epsilon, config.delta, config.accountant, 0.0, 0.0, 0, history, noise_multiplier)
@@ -323,6 +326,10 @@ def _select(
     sqrt(cliques) (discrete Gaussian), the vote as a noisy max of scores of L∞ sensitivity 1
     (``marginals.selection``). Beyond the reservation or the budget it is refused.
 
+    Under ``secure-measurement`` the first round also asks for the site's one-way histograms again
+    (``SELECT_ONE_WAY_KEY``): once per run, at the plan's ``secure_one_way_noise`` (one Gaussian
+    mechanism of L2 sensitivity sqrt(columns)), beside the cliques' counts.
+
     ``secure_sum_sites`` > 1 (set by the site's own secure-aggregation mod, never by the coordinator):
     the counts go only into a secure sum that holds at least that many sites' noise shares, so the site
     adds one share (``privacy.distributed_noise``), capped by its node setting ``max-noise-shares``.
@@ -334,18 +341,25 @@ def _select(
     budget = _plan_with_spending(context, config, site, record, restored)
     layout = schema_bins(schema, config.histogram_bins)
     coarse = model_layout(layout, config.measure_pair_bins)
-    schedule = MeasurementSchedule(budget.measure_noise, config.selection_rounds(len(layout)))
+    schedule = MeasurementSchedule(budget.measure_noise, config.selection_rounds(len(layout)),
+                                   secure_one_way=config.secure_measurement)  # fmt: skip
     if schedule.rounds == 0:
         raise RefusalError("selection rounds come after the histograms, and only when the run plans them")
     pending = parse_cliques(str(record[SELECT_MEASURE_KEY]), schema, coarse)
     voting = bool(int(record[SELECT_VOTE_KEY]))
+    one_way_noise = _secure_one_way_noise(budget, schedule) if int(record.get(SELECT_ONE_WAY_KEY, 0)) else 0.0
     # The last measurement (no vote asked) spends what is left: rounds the candidates did not need included.
-    clique_noise = schedule.clique_noise if voting else rest_noise(budget.measure_noise, budget.measure_spent)
+    left_after_one_way = budget.measure_spent + share_of(budget.measure_noise, one_way_noise)
+    clique_noise = schedule.clique_noise if voting else rest_noise(budget.measure_noise, left_after_one_way)
     if pending and not clique_noise:
         raise RefusalError("selection round: the measurement reservation is spent; a further release is refused")
+    allowed = _shares_allowed(context, secure_sum_sites)
     counts_std = clique_noise * float(len(pending)) ** 0.5  # of the sum the coordinator sees
-    shares = noise_shares(counts_std, _shares_allowed(context, secure_sum_sites), sum(c.size for c in pending))
-    releases = [(clique_noise, shares)] if pending else []
+    shares = noise_shares(counts_std, allowed, sum(c.size for c in pending))
+    one_way_std = one_way_noise * float(len(layout)) ** 0.5
+    one_way_shares = noise_shares(one_way_std, allowed, sum(spec.size for spec in layout))
+    releases = [(one_way_noise, one_way_shares)] if one_way_noise else []
+    releases += [(clique_noise, shares)] if pending else []
     releases += [(schedule.select_noise, 1)] if voting else []
     for noise_multiplier, release_shares in releases:
         _refuse_over_budget(budget, noise_multiplier, "a selection round")
@@ -359,6 +373,9 @@ def _select(
     share_std = counts_std / shares**0.5
     noisy = add_noise([clique_counts(row_codes, c) for c in pending], share_std, NoiseSource.for_run(
         config.reproducible_noise, *label, "counts"))  # fmt: skip
+    one_way_share_std = one_way_std / one_way_shares**0.5
+    one_way_again = add_noise(count(site.frame, layout) if one_way_noise else [], one_way_share_std,
+                              NoiseSource.for_run(config.reproducible_noise, *label, "one-way"))  # fmt: skip
     vote = -1
     if voting:
         tables = msg.content[MODEL_TABLES_RECORD]
@@ -375,7 +392,9 @@ def _select(
             scores, schedule.select_noise * (1 + 1e-9)
         )
     arrays = ArrayRecord({c.key(schema.names): Array(v) for c, v in zip(pending, noisy, strict=True)})
-    metrics = MetricRecord({VOTE_KEY: vote, NOISE_STD_KEY: share_std, NOISE_SHARES_KEY: shares,
+    arrays.update({ONE_WAY_PREFIX + spec.column.name: Array(v) for spec, v in zip(layout, one_way_again, strict=False)})
+    metrics = MetricRecord({VOTE_KEY: vote, NOISE_STD_KEY: share_std, ONE_WAY_NOISE_STD_KEY: one_way_share_std,
+                            NOISE_SHARES_KEY: shares if pending else one_way_shares,
                             EPSILON_KEY: budget.spent, WEIGHT_KEY: 1})  # weight 1: a secure sum of counts  # fmt: skip
     reply = {HISTOGRAMS_RECORD: arrays, METRICS_RECORD: metrics, SITE_RECORD: _site_record(site, budget)}
     return Message(RecordDict(reply), reply_to=msg)
@@ -477,6 +496,17 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(
         RecordDict({COUNTS_RECORD: ConfigRecord(released), SITE_RECORD: _site_record(site, budget)}), reply_to=msg
     )
+
+
+def _secure_one_way_noise(budget: SiteBudget, schedule: MeasurementSchedule) -> float:
+    """The noise multiplier of the one-way histograms measured again in a selection round, or a refusal:
+    the plan has that release only under ``secure-measurement``, and only once."""
+    noise = schedule.secure_one_way_noise
+    if not noise:
+        raise RefusalError("this run's plan measures the one-way histograms only in round 0; refused")
+    if (noise, 1.0, 1) in budget.history:  # the ledger holds it already: a second one is not in the plan
+        raise RefusalError("this site measured its one-way histograms again already in this run; refused")
+    return noise
 
 
 def _shares_allowed(context: Context, secure_sum_sites: int) -> int:

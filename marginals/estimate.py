@@ -100,6 +100,31 @@ def pooled_one_way(
     return out
 
 
+def one_way_distributions(
+    layout: list[ColumnBins], sums: list[np.ndarray], noise_std: float
+) -> tuple[list[np.ndarray], float]:
+    """Every column's probability vector from its noisy one-way counts, and the DP row count (their
+    median total): numeric bins below twice the noise and categories at or below 0 dropped."""
+    total = float(np.median([max(s.sum(), 1.0) for s in sums]))
+    probabilities = []
+    for spec, counts in zip(layout, sums, strict=True):
+        # A numeric bin under twice the noise is most likely empty (long tails have many).
+        # A category is a value the schema declares: dropping a rare one loses it for good,
+        # while keeping a noisy count above 0 costs at most a small share; so keep it.
+        values = counts[: spec.value_size]
+        cleaned = np.where(values > (2.0 * noise_std if spec.column.is_numeric else 0.0), values, 0.0)
+        if cleaned.sum() <= 0:  # all noise: fall back to uniform rather than invent a mode
+            cleaned = np.ones_like(values)
+        shares = cleaned / cleaned.sum()
+        if spec.missing_bin is not None:
+            # The missing rate is the missing count over the DP row count, not over the floored bins
+            # (flooring many small numeric bins would inflate it).
+            rate = float(np.clip(counts[spec.missing_bin] / total, 0.0, 1.0))
+            shares = np.concatenate([shares * (1.0 - rate), [rate]])
+        probabilities.append(shares)
+    return probabilities, total
+
+
 @dataclass
 class PairMarginal:
     """A federation-wide DP two-way marginal: a joint probability matrix over ``bins``' cells."""
@@ -143,23 +168,7 @@ class Marginals:
         if pairs:
             ratio = (pair_noise_std / noise_std) ** 2 if pair_noise_std is not None and noise_std > 0 else 1.0
             sums = pooled_one_way(layout, sums, pairs, pair_sums or [], ratio)
-        total = float(np.median([max(s.sum(), 1.0) for s in sums]))
-        probabilities = []
-        for spec, counts in zip(layout, sums, strict=True):
-            # A numeric bin under twice the noise is most likely empty (long tails have many).
-            # A category is a value the schema declares: dropping a rare one loses it for good,
-            # while keeping a noisy count above 0 costs at most a small share; so keep it.
-            values = counts[: spec.value_size]
-            cleaned = np.where(values > (2.0 * noise_std if spec.column.is_numeric else 0.0), values, 0.0)
-            if cleaned.sum() <= 0:  # all noise: fall back to uniform rather than invent a mode
-                cleaned = np.ones_like(values)
-            shares = cleaned / cleaned.sum()
-            if spec.missing_bin is not None:
-                # The missing rate is the missing count over the DP row count, not over the floored bins
-                # (flooring many small numeric bins would inflate it).
-                rate = float(np.clip(counts[spec.missing_bin] / total, 0.0, 1.0))
-                shares = np.concatenate([shares * (1.0 - rate), [rate]])
-            probabilities.append(shares)
+        probabilities, total = one_way_distributions(layout, sums, noise_std)
         measured = []
         for pair, counts in zip(pairs or [], pair_sums or [], strict=True):
             rows = np.bincount(fine_to_coarse(layout[pair.i], pair.first), probabilities[pair.i], pair.shape[0])
@@ -167,6 +176,19 @@ class Marginals:
             measured.append(PairMarginal(pair, consistent_pair(counts, rows, cols)))
         counts = [np.asarray(c, dtype=float) for c in sums]
         return cls(layout, probabilities, total, measured, pair_bins, one_way_counts=counts, one_way_std=noise_std)
+
+    def add_one_way_measurement(self, counts: list[np.ndarray], noise_std: float) -> None:
+        """Fold a second, independent noisy measurement of every one-way histogram (the same fine bins)
+        into the one-way counts: the inverse-variance weighted mean, the GLS estimate of counts measured
+        twice, whose noise std is 1/sqrt(1/σ₁² + 1/σ₂²); the one-way marginals are derived again.
+        ``measure-pairs`` tables keep the margins they were made consistent with. Post-processing only."""
+        if not self.one_way_counts or not self.one_way_std > 0 or not noise_std > 0:
+            raise ValueError("a second one-way measurement needs a first one and both noise scales")
+        first, second = 1.0 / self.one_way_std**2, 1.0 / noise_std**2
+        self.one_way_counts = [(a * first + np.asarray(b, dtype=float) * second) / (first + second)
+                               for a, b in zip(self.one_way_counts, counts, strict=True)]  # fmt: skip
+        self.one_way_std = float((first + second) ** -0.5)
+        self.probabilities, self.total_rows = one_way_distributions(self.layout, self.one_way_counts, self.one_way_std)
 
     def to_state(self) -> dict:
         state: dict[str, Any] = {

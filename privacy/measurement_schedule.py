@@ -7,6 +7,14 @@ the noisy max, at ρ = 1/(2s²)) compose by adding their ρ, and the Rényi acco
 ``one_way_share`` on the one-way histograms (round 0), the rest evenly over ``rounds`` selection
 rounds, each split ``SELECT_SHARE`` to the vote and the remainder to measuring the cliques voted for
 (AIM's split). Part p of the reservation is a Gaussian mechanism at noise multiplier z / sqrt(p).
+
+Under ``secure-measurement`` the one-way share is itself split in two (``secure_one_way``): a small
+part (``PLAIN_ONE_WAY_SHARE``) stays in the round-0 release, which each site needs in the clear (its DP
+row count, and FLAIM's raking of the votes to its own one-ways), and the rest measures the one-way
+histograms once more in the first selection round, into the SecAgg+ sum with distributed noise. Summed
+in the clear over k sites, one-way counts carry k times the variance of one release; in the secure sum
+about one release's (``privacy.distributed_noise``). On titanic (4 sites) that takes the pooled one-way
+noise from 32.8 to about 21 per count at the same ε.
 The last measurement (no vote follows) spends whatever the site has left (``rest_noise``): when the
 candidates run out before the planned rounds do, the rounds not held would otherwise go unspent (as
 AIM spends its last round's budget on its final measurement). Everything here is a function of public
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 
 SELECT_SHARE = 0.1  # share of a selection round's budget spent on the vote (AIM's default)
 DEFAULT_ONE_WAY_SHARE = 0.3
+PLAIN_ONE_WAY_SHARE = 0.1  # of the reservation, with secure one-ways: the round-0 release in the clear
 
 
 @dataclass(frozen=True)
@@ -29,13 +38,28 @@ class MeasurementSchedule:
     reserved_noise: float  # z of the whole reservation; 0: the run measures nothing
     rounds: int  # selection rounds; 0: the one-way histograms take the whole reservation
     one_way_share: float = DEFAULT_ONE_WAY_SHARE
+    secure_one_way: bool = False  # part of the one-way share measured again in the first round's secure sum
 
     def _noise(self, share: float) -> float:
         return self.reserved_noise / math.sqrt(share) if share > 0 else 0.0
 
     @property
+    def _splits_one_way(self) -> bool:
+        return self.secure_one_way and self.rounds > 0
+
+    @property
     def one_way_noise(self) -> float:
-        return self._noise(self.one_way_share if self.rounds else 1.0)
+        """Noise multiplier of the round-0 one-way histograms (released in the clear)."""
+        if not self.rounds:
+            return self._noise(1.0)
+        return self._noise(min(PLAIN_ONE_WAY_SHARE, self.one_way_share) if self._splits_one_way else self.one_way_share)
+
+    @property
+    def secure_one_way_noise(self) -> float:
+        """Noise multiplier of the one-way histograms measured again in the first selection round; 0: none."""
+        if not self._splits_one_way or self.one_way_share <= PLAIN_ONE_WAY_SHARE:
+            return 0.0
+        return self._noise(self.one_way_share - PLAIN_ONE_WAY_SHARE)
 
     @property
     def select_noise(self) -> float:

@@ -50,6 +50,9 @@ SELECT_CANDIDATES_KEY = "candidates"  # select queries: JSON list of the candida
 SELECT_PENALTY_KEY = "penalty-std"  # select queries: the public noise scale of AIM's small-table preference
 SELECT_ROUND_KEY = "selection-round"  # select queries: which selection round (1, 2, ...); labels its noise
 ONE_WAY_PREFIX = "one-way:"  # select queries: the site's own round-0 one-way histogram of a column
+# select queries: 1 when the site is asked to measure its one-way histograms again (secure-measurement, once);
+# the reply carries them under ONE_WAY_PREFIX + column, beside the cliques' counts
+SELECT_ONE_WAY_KEY = "measure-one-way"
 SYNTHETIC_KEY = "synthetic-csv"
 THRESHOLD_KEY = "distance-threshold"
 SECAGG_KEYS_FIELD = "secagg-keys"  # JSON list: the packed record's keys, in the order of the legacy parameter list
@@ -86,6 +89,7 @@ EPSILON_KEY = "epsilon"  # ε the site has spent so far
 BUDGET_EXHAUSTED_KEY = "budget-exhausted"  # 1: the site's budget allows no further step
 NOISE_STD_KEY = "noise-std"  # the noise std on each released value (public: from the plan)
 PAIR_NOISE_STD_KEY = "pair-noise-std"  # measurement replies: the noise std on each two-way count
+ONE_WAY_NOISE_STD_KEY = "one-way-noise-std"  # select replies: the noise std of the site's share on a one-way count
 NOISE_SHARES_KEY = "noise-shares"  # select replies: how many sites' noise shares the site counted on (1: all its own)
 VOTE_KEY = "vote"  # select replies: the index of the candidate the site voted for (-1: no vote asked)
 SITE_SECONDS_KEY = "site-seconds"  # train replies in simulation only: the handler's own wall seconds

@@ -151,7 +151,9 @@ def measurement_summary(config: RunConfig, state: RunState, raking: dict[str, An
         "histograms": entry.get("histograms", len(entry["marginals"]["probabilities"])),
         "sites": entry["sites"],
         "failed": entry["failed"],
+        # With the one-way histograms measured again in a secure sum: the noise of both combined.
         "noise_std_per_count": entry["noise_std_per_count"],
+        "secure_one_way_noise_std_per_count": entry.get("secure_one_way_noise_std_per_count"),
         "one_way_weight": entry.get("one_way_weight") if pairs else None,
         "pair_noise_std_per_count": entry.get("pair_noise_std_per_count"),
         "used_for": used_for,

@@ -20,6 +20,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 
 from fedsynth.client import wire_log
 from fedsynth.client.client_app import BUDGET_STATE
+from fedsynth.client.secure_aggregation import RefusedInSecureRoundError
 from fedsynth.client.site_data import load_site
 from fedsynth.core.config import RunConfig
 from fedsynth.privacy.budget import SiteBudget
@@ -55,7 +56,9 @@ def federate(tmp_path, table, schema, intercept=None, **settings):
                       run_config=run_config)  # fmt: skip
     with task_identity(grid.run_id):
         server_app.app(grid, context)
-    assert not grid.crashes, f"a ClientApp raised: {grid.crashes!r}"
+    # A site's refusal inside a SecAgg+ exchange reaches Flower as an exception by design (its reply cannot carry one).
+    crashes = [(node, exc) for node, exc in grid.crashes if not isinstance(exc, RefusedInSecureRoundError)]
+    assert not crashes, f"a ClientApp raised: {crashes!r}"
     return json.loads((out / "report.json").read_text(encoding="utf-8")), grid, out, run_config
 
 
@@ -98,7 +101,9 @@ def test_two_rounds_end_to_end(tmp_path, small_table, small_schema):
         assert len(stages) == 4 * len(selection["secure_sums"]) and selection["secure_sums"]
         queries = [r for r in seen if r[0] == "query"]
         assert seen[len(queries) :] == [("train", 1, "reply"), ("train", 2, "reply"), ("evaluate", None, "reply")]
-        assert queries == [("query", 0, "reply")] * len(queries) and 2 <= len(queries) <= 2 + selection["rounds"]
+        # Round 0's histograms in a plain query; a selection round with nothing to count (none here: the first
+        # measures the one-way histograms again) would be a plain query too.
+        assert queries == [("query", 0, "reply")] * len(queries) and 1 <= len(queries) <= 1 + selection["rounds"]
 
     assert report["rounds_completed"] == 2 and [r["round"] for r in report["rounds"]] == [1, 2]
     for entry in report["rounds"]:

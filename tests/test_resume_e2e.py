@@ -105,10 +105,11 @@ def test_kill_the_server_app_then_resume(tmp_path):
     for ledger in final_state["ledgers"].values():
         releases = [z for z, q in zip(ledger["history-noise"], ledger["history-rate"], strict=True) if q == 1.0]
         assert releases.count(ledger["release-check-noise"]) == 1
-        schedule = MeasurementSchedule(ledger["measure-noise"], 2)
+        schedule = MeasurementSchedule(ledger["measure-noise"], 2, secure_one_way=True)
         parts = [z for z in releases if z != ledger["release-check-noise"]]
-        # One-way histograms once, then per selection round a vote and (from the second message on) counts.
-        assert parts.count(schedule.one_way_noise) == 1
+        # One-way histograms once in round 0 and once again in the first selection round (secure-measurement,
+        # the default), then per selection round a vote and (from the second message on) counts.
+        assert parts.count(schedule.one_way_noise) == 1 and parts.count(schedule.secure_one_way_noise) == 1
         assert parts.count(schedule.select_noise) == 2 and parts.count(schedule.clique_noise) <= 2
         assert ledger["measure-spent"] <= 1.0 + 1e-9
     # ... two-way histograms included: kept in the state, used at the end to rake the table.
@@ -118,11 +119,16 @@ def test_kill_the_server_app_then_resume(tmp_path):
     # (13 one-way histograms weighted by w = measure-one-way-weight, 12 two-way), divided by w for one-way.
     budgets = [SiteBudget.from_state(ledger) for ledger in final_state["ledgers"].values()]
     weight = 2.0
-    per_site = [(MeasurementSchedule(b.measure_noise, 2).one_way_noise * math.sqrt(13 * weight**2 + 12)) ** 2
-                for b in budgets]  # fmt: skip
+    schedules = [MeasurementSchedule(b.measure_noise, 2, secure_one_way=True) for b in budgets]
+    per_site = [(schedule.one_way_noise * math.sqrt(13 * weight**2 + 12)) ** 2 for schedule in schedules]
     assert measurement["one_way_weight"] == weight
     assert measurement["pair_noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)))
-    assert measurement["noise_std_per_count"] == pytest.approx(math.sqrt(sum(per_site)) / weight)
+    # The one-way histograms measured again: each of the 4 sites adds a third of the variance (z_o sqrt(13))^2
+    # (SecAgg+'s threshold: 3 sites); the report's noise is the inverse-variance combination of both releases.
+    again = math.sqrt(sum((schedule.secure_one_way_noise * math.sqrt(13)) ** 2 / 3 for schedule in schedules))
+    assert measurement["secure_one_way_noise_std_per_count"] == pytest.approx(again)
+    round_zero = math.sqrt(sum(per_site)) / weight
+    assert measurement["noise_std_per_count"] == pytest.approx((round_zero**-2 + again**-2) ** -0.5)
     # Raking fits the 12 pairs and the selected cliques at once. Independently noised, they need not agree
     # with each other, so IPF cannot meet them all exactly (a clean CI run stopped at 0.024 in one two-way
     # cell): it must at least halve the generator rows' worst two-way gap and end within 5%.

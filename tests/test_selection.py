@@ -77,16 +77,40 @@ def test_the_noisy_max_picks_the_clear_winner_and_is_random_otherwise():
         NoiseSource.secret_source().noisy_max(np.array([np.nan, 1.0]), 1.0)
 
 
-def test_the_split_reservation_spends_exactly_what_the_plan_reserved():
+@pytest.mark.parametrize("secure_one_way", [False, True])
+def test_the_split_reservation_spends_exactly_what_the_plan_reserved(secure_one_way):
     reserved = measurement_noise(1.0, 1e-5, 0.5, "rdp")
-    schedule = MeasurementSchedule(reserved, rounds=13)
-    history = [(schedule.one_way_noise, 1.0, 1)] + [(schedule.select_noise, 1.0, 1)] * 13
+    schedule = MeasurementSchedule(reserved, rounds=13, secure_one_way=secure_one_way)
+    one_way = [schedule.one_way_noise] + ([schedule.secure_one_way_noise] if secure_one_way else [])
+    history = [(z, 1.0, 1) for z in one_way] + [(schedule.select_noise, 1.0, 1)] * 13
     history += [(schedule.clique_noise, 1.0, 1)] * 13
     assert epsilon_of(history, 1e-5, "rdp") == pytest.approx(epsilon_of([(reserved, 1.0, 1)], 1e-5, "rdp"), rel=1e-6)
-    parts = share_of(reserved, schedule.one_way_noise) + 13 * (
+    parts = sum(share_of(reserved, z) for z in one_way) + 13 * (
         share_of(reserved, schedule.select_noise) + share_of(reserved, schedule.clique_noise)
     )
     assert parts == pytest.approx(1.0)
+    # The secure one-ways take part of the one-way share only: the rounds keep theirs; without rounds, none.
+    assert schedule.clique_noise == MeasurementSchedule(reserved, rounds=13).clique_noise
+    assert (schedule.secure_one_way_noise > 0) == secure_one_way
+    assert MeasurementSchedule(reserved, 0, secure_one_way=secure_one_way).secure_one_way_noise == 0.0
+
+
+def test_a_second_one_way_measurement_is_folded_in_by_inverse_variance(small_schema):
+    layout, _ = _layouts(small_schema)
+    rng = np.random.default_rng(0)
+    truth = [rng.integers(20, 200, spec.size).astype(float) for spec in layout]
+    first = [t + rng.normal(0, 30.0, t.shape) for t in truth]
+    second = [t + rng.normal(0, 10.0, t.shape) for t in truth]
+    marginals = Marginals.from_noisy_counts(layout, first, 30.0)
+    marginals.add_one_way_measurement(second, 10.0)
+    # Weights 1/900 and 1/100: the second, less noisy measurement counts nine times as much.
+    for combined, a, b in zip(marginals.one_way_counts, first, second, strict=True):
+        np.testing.assert_allclose(combined, (a + 9 * b) / 10)
+    assert marginals.one_way_std == pytest.approx((1 / 900 + 1 / 100) ** -0.5)
+    again = Marginals.from_noisy_counts(layout, marginals.one_way_counts, marginals.one_way_std)
+    for p, q in zip(marginals.probabilities, again.probabilities, strict=True):
+        np.testing.assert_allclose(p, q)  # the marginals are derived from the combined counts
+    assert marginals.total_rows == again.total_rows
 
 
 def test_a_site_refuses_to_measure_beyond_its_reservation():

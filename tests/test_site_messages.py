@@ -48,8 +48,9 @@ ALLOWED = {
         "site": {"name", "jurisdiction", "accountant", "budget"},
     },
     "select": {
-        "histograms": None,  # ``clique:A|B[|C[|D]]``, one per clique asked for: checked against the request
-        "metrics": {"vote", "noise-std", "noise-shares", "num-examples", "epsilon"},
+        # ``clique:A|B[|C[|D]]``, one per clique asked for, and ``one-way:C`` when asked: checked by the test
+        "histograms": None,
+        "metrics": {"vote", "noise-std", "one-way-noise-std", "noise-shares", "num-examples", "epsilon"},
         "site": {"name", "jurisdiction", "accountant", "budget"},
     },
     "train": {
@@ -118,7 +119,7 @@ def check_reply(kind: str, reply: Message, model_keys: set[str] | None = None) -
     assert set(sent) == set(ALLOWED[kind]), f"{kind}: records {set(sent)} not on the list"
     for record, keys in sent.items():
         if kind == "select" and record == "histograms":  # the cliques asked for; checked by the test
-            assert all(key.startswith("clique:") for key in keys), keys
+            assert all(key.startswith(("clique:", "one-way:")) for key in keys), keys
             continue
         allowed = model_keys if ALLOWED[kind][record] is None else ALLOWED[kind][record]
         assert keys <= allowed, f"{kind}/{record}: {keys - allowed} not on the list in docs/privacy.md"
@@ -209,9 +210,10 @@ def test_a_selection_round_is_a_vote_and_noisy_counts_charged_within_the_reserva
     candidates = parse_cliques(json.dumps(pairs), schema, coarse)
     tables = {c.key(schema.names): Array(np.full(c.size, 1.0 / c.size)) for c in candidates}
 
-    def ask(measure: list, vote: int = 1) -> Message:
+    def ask(measure: list, vote: int = 1, one_way: int = 0) -> Message:
         own = {f"one-way:{n}": Array(h.numpy()) for n, h in first.content.array_records["histograms"].items()}
-        fields = {**select, "measure-cliques": json.dumps(measure), "vote": vote, "candidates": json.dumps(pairs)}
+        fields = {**select, "measure-cliques": json.dumps(measure), "vote": vote, "candidates": json.dumps(pairs),
+                  "measure-one-way": one_way}  # fmt: skip
         return client_app.measure(request("query", fields, **{"model-tables": ArrayRecord({**tables, **own})}),
                                   context)  # fmt: skip
 
@@ -219,22 +221,44 @@ def test_a_selection_round_is_a_vote_and_noisy_counts_charged_within_the_reserva
             "after the histograms")  # fmt: skip
     first = client_app.measure(request("query", base), context)
     spent_before = client_app._restore_budget(context, config, "a", None)
-    reply = ask([["age", "region"]])
+    # The first round (secure-measurement, the default) also measures the one-way histograms again.
+    reply = ask([["age", "region"]], one_way=1)
     check_reply("select", reply)
-    assert set(reply.content.array_records["histograms"].keys()) == {"clique:age|region"}
-    counts = reply.content.array_records["histograms"]["clique:age|region"].numpy()
-    assert np.array_equal(counts, np.round(counts))  # discrete Gaussian counts
+    one_way_keys = {f"one-way:{name}" for name in schema.names}
+    assert set(reply.content.array_records["histograms"].keys()) == {"clique:age|region"} | one_way_keys
+    for key in ("clique:age|region", "one-way:income"):
+        counts = reply.content.array_records["histograms"][key].numpy()
+        assert np.array_equal(counts, np.round(counts))  # discrete Gaussian counts
     assert reply.content.metric_records["metrics"]["vote"] in (0, 1)
     after = client_app._restore_budget(context, config, "a", None)
-    schedule = MeasurementSchedule(after.measure_noise, len(schema.columns))
-    # Charged first: the clique counts and the vote, each at its planned noise multiplier.
-    assert after.history[-2:] == [(schedule.clique_noise, 1.0, 1), (schedule.select_noise, 1.0, 1)]
+    schedule = MeasurementSchedule(after.measure_noise, len(schema.columns), secure_one_way=True)
+    # Charged first: the one-way counts, the clique counts and the vote, each at its planned noise multiplier.
+    assert after.history[-3:] == [(schedule.secure_one_way_noise, 1.0, 1), (schedule.clique_noise, 1.0, 1),
+                                  (schedule.select_noise, 1.0, 1)]  # fmt: skip
+    metrics = reply.content.metric_records["metrics"]
+    assert metrics["one-way-noise-std"] == pytest.approx(schedule.secure_one_way_noise * np.sqrt(len(schema.names)))
     assert spent_before.spent < after.spent <= config.epsilon
-    # The reservation holds one-way + rounds x (vote + counts): a coordinator asking for more is refused.
+    refused(ask([["age", "region"]], one_way=1), "one-way histograms again already")
+    # The reservation holds one-way + one-way again + rounds x (vote + counts): asking for more is refused.
     for _ in range(len(schema.columns) - 1):
         check_reply("select", ask([["age", "region"]]))
     refused(ask([["age", "region"]]), "reservation is spent")
     assert client_app._restore_budget(context, config, "a", None).measure_spent == pytest.approx(1.0)
+
+
+def test_without_secure_measurement_the_one_way_histograms_are_measured_once_at_the_whole_share(site):
+    context, config, schema, _, schema_text = site
+    config = RunConfig.from_mapping({**config.to_mapping(), "secure-measurement": False})
+    context.run_config = config.to_mapping()
+    base = {SCHEMA_KEY: schema_text, LEDGERS_KEY: "{}", "server-round": 0}
+    client_app.measure(request("query", base), context)
+    measured = client_app._restore_budget(context, config, "a", None)
+    plain = MeasurementSchedule(measured.measure_noise, len(schema.columns))
+    assert measured.history == [(plain.one_way_noise, 1.0, 1)]  # release 1 takes the whole one-way share
+    ask = {**base, PURPOSE_KEY: "select", "selection-round": 1, "measure-cliques": "[]", "vote": 0,
+           "candidates": "[]", "penalty-std": 1.0, "measure-one-way": 1}  # fmt: skip
+    refused(client_app.measure(request("query", ask), context), "only in round 0")
+    assert client_app._restore_budget(context, config, "a", None).history == measured.history  # nothing charged
 
 
 def test_a_site_s_last_measurement_spends_what_its_reservation_has_left(site):
