@@ -148,11 +148,14 @@ def _summary(report: Mapping[str, Any]) -> list[str]:
         )
     measurement = privacy.get("measurement") or {}
     if measurement.get("released"):
+        again = " and again inside a SecAgg+ sum in the first selection round"
         lines.append(
             f"- DP histograms: {len(measurement.get('sites') or [])} site(s) released their one-way histograms"
             + (f" and {len(measurement.get('pairs') or [])} two-way one(s)" if measurement.get("pairs") else "")
-            + f" in round 0, spending {_pct(measurement.get('budget_fraction'))} of ε as if alone; the released "
-            "table is calibrated to them (post-processing)."
+            + " in round 0"
+            + (again if measurement.get("secure_one_way_noise_std_per_count") else "")
+            + f"; all DP measurements spend {_pct(measurement.get('budget_fraction'))} of ε as if alone; the released "
+            "table is built from them (post-processing)."
         )
     if validator:
         lines += _collapse_summary(validator, release)

@@ -132,7 +132,10 @@ def test_a_collapsed_generator_and_an_approved_table_are_both_explained(tmp_path
     assert "Mode collapse of the **released table** (after calibration and the policy): **healthy**" in summary
     assert "Both hold: the generator on its own collapsed" in summary
     assert "**APPROVED** (judged on the table as released" in summary
-    assert "DP histograms: 2 site(s) released their one-way histograms in round 0" in summary
+    assert "DP histograms: 2 site(s) released their one-way histograms in round 0;" in summary
+    report["privacy"]["measurement"]["secure_one_way_noise_std_per_count"] = 12.5
+    text = write_markdown_report(report, tmp_path).read_text()
+    assert "in round 0 and again inside a SecAgg+ sum in the first selection round;" in text
     # A released table that itself collapsed is approved only with a warning that says so.
     report["validator"]["released_table"] = _released_health(collapsed, SCHEMA, CollapseRule(), 0)
     text = write_markdown_report(report, tmp_path).read_text()
