@@ -120,7 +120,8 @@ def select_marginals(
                 log(WARNING, "fedsynth: selection round %d: secure sum failed, counts lost", selection_round)
         else:
             replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
-            summed, in_sum = _plain_sums(replies, layout)
+            std_keys = ([NOISE_STD_KEY] if pending else []) + ([ONE_WAY_NOISE_STD_KEY] if ask_one_way else [])
+            summed, in_sum = _plain_sums(replies, layout, std_keys)
         sums, variance = _part(summed, in_sum, [c.key(names) for c in pending], NOISE_STD_KEY)
         if ask_one_way:
             one_way_sums, one_way_variance = _part(summed, in_sum, list(one_way_keys), ONE_WAY_NOISE_STD_KEY)
@@ -228,9 +229,12 @@ def _reply_metrics(msg: Message) -> dict:
     return dict(msg.content.config_records[SECURE_METRICS_RECORD])
 
 
-def _plain_sums(replies: list[Message], layout: dict[str, int]) -> tuple[dict[str, np.ndarray], list[Message]]:
+def _plain_sums(
+    replies: list[Message], layout: dict[str, int], std_keys: list[str]
+) -> tuple[dict[str, np.ndarray], list[Message]]:
     """The sum over the replies of every requested count vector (``layout``: key -> length), and the
-    replies that went into it (a reply missing a vector, or holding a malformed one, is left out)."""
+    replies that went into it: one missing a vector or a noise scale (``std_keys``), or holding a
+    malformed one, is left out (its noise unknown, its counts could not be weighed)."""
     sums = {key: np.zeros(size) for key, size in layout.items()}
     used = []
     if not layout:
@@ -241,6 +245,8 @@ def _plain_sums(replies: list[Message], layout: dict[str, int]) -> tuple[dict[st
         try:
             counts = msg.content.array_records[HISTOGRAMS_RECORD]
             rows = {key: counts[key].numpy().astype(float).reshape(-1) for key in layout}
+            if not all(math.isfinite(float(_reply_metrics(msg)[key])) for key in std_keys):
+                continue
         except (KeyError, ValueError):
             continue
         if any(rows[key].shape != (size,) or not np.all(np.isfinite(rows[key])) for key, size in layout.items()):

@@ -135,6 +135,20 @@ def test_two_rounds_end_to_end(tmp_path, small_table, small_schema):
     assert state["completed_round"] == 2 and sorted(state["ledgers"]) == SITES
 
 
+def test_without_secure_measurement_the_selection_counts_come_in_plain_replies(tmp_path, small_table, small_schema):
+    report, grid, _, _ = federate(tmp_path, small_table, small_schema, rounds=1, **{"secure-measurement": False})
+    measurement = report["privacy"]["measurement"]
+    selection = measurement["selection"]
+    assert selection["cliques"] and selection["secure_sums"] == []
+    assert measurement["secure_one_way_noise_std_per_count"] is None  # the one-ways only once, in round 0
+    for node, context in grid.contexts.items():
+        assert requests(grid, node, secure_stages=True) == []
+        ledger = site_spent(context)
+        # Round 0 took the whole one-way share (30% of the reservation), the rounds the rest and nothing more.
+        assert ledger.history[0] == pytest.approx((ledger.measure_noise / 0.3**0.5, 1.0, 1))
+        assert ledger.measure_spent == pytest.approx(1.0)
+
+
 def test_sites_refusing_the_selection_rounds_are_named_not_mistaken_for_no_votes(tmp_path, small_table, small_schema,
                                                                                   monkeypatch, caplog):  # fmt: skip
     # Every site refuses what the coordinator asks it to score (as a site of another version would refuse a
