@@ -44,22 +44,22 @@ class MeasurementSchedule:
         return self.reserved_noise / math.sqrt(share) if share > 0 else 0.0
 
     @property
-    def _splits_one_way(self) -> bool:
-        return self.secure_one_way and self.rounds > 0
+    def _one_way_shares(self) -> tuple[float, float]:
+        """(the round-0 release's share, in the clear; the share measured again in the secure sum)."""
+        if not self.rounds:
+            return 1.0, 0.0
+        plain = min(PLAIN_ONE_WAY_SHARE, self.one_way_share) if self.secure_one_way else self.one_way_share
+        return plain, self.one_way_share - plain
 
     @property
     def one_way_noise(self) -> float:
         """Noise multiplier of the round-0 one-way histograms (released in the clear)."""
-        if not self.rounds:
-            return self._noise(1.0)
-        return self._noise(min(PLAIN_ONE_WAY_SHARE, self.one_way_share) if self._splits_one_way else self.one_way_share)
+        return self._noise(self._one_way_shares[0])
 
     @property
     def secure_one_way_noise(self) -> float:
         """Noise multiplier of the one-way histograms measured again in the first selection round; 0: none."""
-        if not self._splits_one_way or self.one_way_share <= PLAIN_ONE_WAY_SHARE:
-            return 0.0
-        return self._noise(self.one_way_share - PLAIN_ONE_WAY_SHARE)
+        return self._noise(self._one_way_shares[1])
 
     @property
     def select_noise(self) -> float:
